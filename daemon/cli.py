@@ -1,0 +1,136 @@
+"""The `himari` command line.
+
+Exit status: 0 on success, 2 for bad usage or config (the message names the key, the value and what
+is allowed), 1 for a runtime failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from himari import __version__
+from himari.daemon.configbase import ConfigError
+
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="himari", description="himari: an asyncio trading daemon")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("replay", help="replay recorded data (or the built-in synthetic stream)")
+    r.add_argument("data", nargs="*", help="CSV or Parquet files; none = built-in synthetic stream")
+    r.add_argument("--config", help="TOML config file (default: the embedded defaults)")
+    r.add_argument("--out", default=None, help="output directory (default: report.out_dir, 'out')")
+    r.add_argument("--speed", type=float, default=None,
+                   help="0 = as fast as possible; N = N times the recorded speed")
+    r.add_argument("--quiet", action="store_true", help="no summary on stdout")
+
+    d = sub.add_parser("run", help="run the daemon on a config file")
+    d.add_argument("--config", required=True, help="TOML config file")
+    d.add_argument("--out", default=None, help="output directory for replay mode")
+
+    c = sub.add_parser("check-config", help="validate a config file and exit")
+    c.add_argument("file")
+
+    sub.add_parser("version", help="print the version")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exc.code or 0)
+    try:
+        if args.command == "version":
+            print(f"himari {__version__}")
+            return EXIT_OK
+        if args.command == "check-config":
+            return _check_config(args.file)
+        if args.command == "replay":
+            return _replay(args)
+        if args.command == "run":
+            return _run(args)
+    except ConfigError as exc:
+        print(f"himari: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: say what broke, exit 1
+        from himari.daemon.feeds.base import FeedError
+
+        if isinstance(exc, FeedError):  # unreadable input or a bad column mapping
+            print(f"himari: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        import structlog
+
+        structlog.get_logger("himari.cli").exception("runtime_failure", error=str(exc))
+        print(f"himari: runtime failure: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USAGE
+
+
+def _check_config(path: str) -> int:
+    from himari.daemon.config import load_config
+
+    cfg = load_config(path)
+    print(f"{path}: ok (mode {cfg.daemon.mode}, strategy {cfg.strategy.name}, "
+          f"venue {cfg.venue.name})")
+    return EXIT_OK
+
+
+def _setup(cfg_path: str | None):  # type: ignore[no-untyped-def]
+    from himari.daemon.config import load_config
+    from himari.daemon.logs import configure_logging
+
+    cfg = load_config(cfg_path)
+    configure_logging(cfg.log.level, cfg.log.format)
+    return cfg
+
+
+def _replay(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from himari.daemon.config import ReplayConfig
+
+    cfg = _setup(args.config)
+    if args.speed is not None:
+        if args.speed < 0:
+            raise ConfigError("--speed", args.speed, "a number >= 0")
+        cfg = msgspec.structs.replace(cfg, replay=ReplayConfig(speed=args.speed,
+                                                               progress=cfg.replay.progress))
+    for path in args.data:
+        if not Path(path).is_file():
+            raise ConfigError("DATA", path, "an existing CSV or Parquet file")
+    out = Path(args.out or cfg.report.out_dir)
+    return _run_replay(cfg, list(args.data), out, quiet=args.quiet)
+
+
+def _run_replay(cfg, data: list[str], out: Path, quiet: bool = False) -> int:  # type: ignore[no-untyped-def]
+    from himari.daemon.runtime import run_main
+    from himari.daemon.report.build import print_summary
+
+    report = run_main(cfg, data, out)
+    if report is None:
+        return EXIT_RUNTIME
+    if not quiet:
+        print_summary(report)
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = _setup(args.config)
+    if cfg.daemon.mode != "replay":
+        raise ConfigError("daemon.mode", cfg.daemon.mode,
+                          "'replay' in this version (paper and live need the broker adapters "
+                          "that later releases add)")
+    out = Path(args.out or cfg.report.out_dir)
+    return _run_replay(cfg, list(cfg.feed.paths), out, quiet=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

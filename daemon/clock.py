@@ -1,0 +1,75 @@
+"""Time comes from events.
+
+Strategies, risk and the order manager read time only through a `Clock`. The replay clock is
+advanced by event timestamps and fires its timers in timestamp order; the live clock reads the wall
+clock. Nothing else in the hot path may call `time.time()` or `datetime.now()`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+TimerCallback = Callable[[int], None]
+
+
+class Clock(Protocol):
+    def now_ns(self) -> int: ...
+
+    def set_timer(self, ts_ns: int, callback: TimerCallback) -> None: ...
+
+
+class ReplayClock:
+    """A clock driven by event time. `advance_to` fires every timer due at or before `ts_ns`,
+    in timestamp order (ties in the order they were set), each seeing the clock at its own time."""
+
+    def __init__(self, start_ns: int = 0) -> None:
+        self._now = start_ns
+        self._timers: list[tuple[int, int, TimerCallback]] = []
+        self._seq = itertools.count()
+
+    def now_ns(self) -> int:
+        return self._now
+
+    def set_timer(self, ts_ns: int, callback: TimerCallback) -> None:
+        heapq.heappush(self._timers, (ts_ns, next(self._seq), callback))
+
+    def next_timer_ns(self) -> int | None:
+        return self._timers[0][0] if self._timers else None
+
+    def advance_to(self, ts_ns: int) -> None:
+        while self._timers and self._timers[0][0] <= ts_ns:
+            due, _, callback = heapq.heappop(self._timers)
+            self._now = max(self._now, due)
+            callback(due)
+        if ts_ns > self._now:  # time never runs backwards
+            self._now = ts_ns
+
+
+class LiveClock:
+    """Wall-clock time. Timers are driven by the daemon's timer task (`run_due`)."""
+
+    def __init__(self) -> None:
+        self._timers: list[tuple[int, int, TimerCallback]] = []
+        self._seq = itertools.count()
+
+    def now_ns(self) -> int:
+        return time.time_ns()
+
+    def set_timer(self, ts_ns: int, callback: TimerCallback) -> None:
+        heapq.heappush(self._timers, (ts_ns, next(self._seq), callback))
+
+    def next_timer_ns(self) -> int | None:
+        return self._timers[0][0] if self._timers else None
+
+    def run_due(self) -> int:
+        now = self.now_ns()
+        fired = 0
+        while self._timers and self._timers[0][0] <= now:
+            due, _, callback = heapq.heappop(self._timers)
+            callback(due)
+            fired += 1
+        return fired

@@ -1,0 +1,235 @@
+"""The daemon's configuration: TOML files decoded into frozen msgspec Structs.
+
+Every section owns its Struct (defaults = the embedded default config). Decoding refuses unknown
+keys, wrong types and out-of-range values with a `ConfigError` naming the dotted key, the value and
+what is allowed. Strategy and venue parameters are decoded by the plugin the config names
+(`daemon/plugins.py`), so `daemon/` knows no strategy or broker by module. Secrets never come from a
+file: a key that looks like one is refused, and adapters read them from the environment.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from himari.daemon.configbase import ConfigError, check_choice, check_range
+from himari.daemon.feeds.config import FeedConfig
+from himari.daemon.matrices.strategic import StrategicConfig
+from himari.daemon.matrices.tactical import TacticalConfig
+from himari.daemon.risk.config import RiskConfig
+
+_SECRET_KEY = re.compile(r"(secret|password|passwd|api_key|apikey|token|private_key)", re.I)
+
+
+class InstrumentConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The traded instrument. "auto" sizes are inferred from the data file (file replays only)."""
+
+    id: str = "SYN"
+    tick_size: str = "auto"
+    lot_size: str = "auto"
+    multiplier: Decimal = Decimal(1)
+    currency: str = "USD"
+
+    def __post_init__(self) -> None:
+        for key in ("tick_size", "lot_size"):
+            value = getattr(self, key)
+            if value != "auto":
+                try:
+                    ok = Decimal(value).is_finite() and Decimal(value) > 0
+                except Exception:
+                    ok = False
+                if not ok:
+                    raise ConfigError(f"instrument.{key}", value, '"auto" or a positive decimal string')
+        if not self.multiplier.is_finite() or self.multiplier <= 0:
+            raise ConfigError("instrument.multiplier", str(self.multiplier), "a positive decimal")
+        if not re.fullmatch(r"[A-Za-z0-9._\-/]{1,64}", self.id):
+            raise ConfigError("instrument.id", self.id, "1-64 characters of A-Z a-z 0-9 . _ - /")
+
+
+class MatricesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Feature matrices on 5-minute bars (tactical) and 30-minute bars built from them (strategic)."""
+
+    enabled: bool = True
+    tactical: TacticalConfig = msgspec.field(default_factory=TacticalConfig)
+    strategic: StrategicConfig = msgspec.field(default_factory=StrategicConfig)
+    synergy: dict[str, Any] = {}  # decoded by strategies/synergy.py's SynergyConfig
+
+
+class StrategySection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: str = "ema_cross"  # see daemon/plugins.py
+    params: dict[str, Any] = {}  # decoded by the strategy's own config Struct
+
+
+class VenueSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: str = "sim"
+    params: dict[str, Any] = {}  # decoded by the venue's own config Struct
+
+
+class ReplayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    speed: float = 0.0  # 0 = as fast as possible; 10 = ten times recorded speed
+    progress: bool = True  # progress lines on stderr for long replays
+
+    def __post_init__(self) -> None:
+        check_range("replay.speed", self.speed, 0.0, 1e9)
+
+
+class ReportConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    out_dir: str = "out"
+    decision_log: bool = True  # decisions.jsonl through the slow path
+    journal: bool = True  # journal.jsonl: the order manager's write-ahead journal
+    journal_fsync: bool = False  # fsync each record (live: true; a replay can rebuild it)
+
+
+class LogConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    level: str = "info"
+    format: str = "json"  # json (production) | console
+
+    def __post_init__(self) -> None:
+        check_choice("log.level", self.level, ("debug", "info", "warning", "error"))
+        check_choice("log.format", self.format, ("json", "console"))
+
+
+class AccountConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    starting_cash: Decimal = Decimal("100000")
+
+    def __post_init__(self) -> None:
+        if not self.starting_cash.is_finite() or self.starting_cash <= 0:
+            raise ConfigError("account.starting_cash", str(self.starting_cash), "a positive decimal")
+
+
+class DaemonConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    mode: str = "replay"  # replay | paper | live
+
+    def __post_init__(self) -> None:
+        check_choice("daemon.mode", self.mode, ("replay", "paper", "live"))
+
+
+class HimariConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    daemon: DaemonConfig = msgspec.field(default_factory=DaemonConfig)
+    instrument: InstrumentConfig = msgspec.field(default_factory=InstrumentConfig)
+    account: AccountConfig = msgspec.field(default_factory=AccountConfig)
+    feed: FeedConfig = msgspec.field(default_factory=FeedConfig)
+    matrices: MatricesConfig = msgspec.field(default_factory=MatricesConfig)
+    strategy: StrategySection = msgspec.field(default_factory=StrategySection)
+    risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
+    venue: VenueSection = msgspec.field(default_factory=VenueSection)
+    replay: ReplayConfig = msgspec.field(default_factory=ReplayConfig)
+    report: ReportConfig = msgspec.field(default_factory=ReportConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding with errors that name the key
+
+
+def _lookup(raw: Any, path: list[str]) -> Any:
+    node = raw
+    for part in path:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
+
+
+def _struct_at(cls: Any, path: list[str]) -> Any:
+    for part in path:
+        fields = {f.name: f.type for f in msgspec.structs.fields(cls)} if _is_struct(cls) else {}
+        cls = fields.get(part)
+        if cls is None:
+            return None
+    return cls
+
+
+def _is_struct(cls: Any) -> bool:
+    return isinstance(cls, type) and issubclass(cls, msgspec.Struct)
+
+
+def _merge(where: list[str], key: list[str]) -> list[str]:
+    """Join the location msgspec reports with a section's own dotted key, dropping the overlap
+    (["matrices", "tactical"] + ["tactical", "momentum_n"] -> matrices.tactical.momentum_n)."""
+    for n in range(min(len(where), len(key)), 0, -1):
+        if where[-n:] == key[:n]:
+            return where + key[n:]
+    return where + key
+
+
+def _path(at: str) -> list[str]:
+    # msgspec paths look like "$.risk.max_order_lots" or "$.feed.paths[0]"
+    return [p for p in re.split(r"[.\[\]]+", at.removeprefix("$")) if p]
+
+
+def decode_section(raw: dict[str, Any], cls: type, prefix: str = "") -> Any:
+    """Convert a raw TOML table into `cls`, turning msgspec errors into ConfigErrors."""
+    try:
+        return msgspec.convert(raw, cls, strict=False)
+    except msgspec.ValidationError as exc:
+        msg = str(exc)
+        text, _, at = msg.rpartition(" - at `")
+        if not text:
+            text, at = msg, "$"
+        at = at.rstrip("`")
+        path = _path(at)
+        where = ([prefix] if prefix else []) + path
+        if text.startswith("config key "):  # raised by a section's own range check
+            m = re.match(r"config key '([^']+)' = (.*?) is not allowed: (.*)", text, re.S)
+            if m:
+                key = ".".join(_merge(where, m.group(1).split(".")))
+                raise ConfigError(key, m.group(2), m.group(3)) from None
+        unknown = re.match(r"Object contains unknown field `([^`]+)`", text)
+        if unknown:
+            owner = _struct_at(cls, path)
+            allowed = (", ".join(f.name for f in msgspec.structs.fields(owner))
+                       if _is_struct(owner) else "no such key")
+            key = ".".join(where + [unknown.group(1)])
+            raise ConfigError(key, _lookup(raw, path + [unknown.group(1)]),
+                              f"unknown key; allowed keys here: {allowed}") from None
+        key = ".".join(where) or "(top level)"
+        raise ConfigError(key, _lookup(raw, path), text) from None
+
+
+def _refuse_secrets(raw: Any, path: list[str]) -> None:
+    if isinstance(raw, dict):
+        for k, v in raw.items():
+            if _SECRET_KEY.search(str(k)):
+                raise ConfigError(".".join(path + [str(k)]), "<hidden>",
+                                  "secrets are read only from the environment, never from a file")
+            _refuse_secrets(v, path + [str(k)])
+
+
+def parse_config(text: str, source: str = "<string>") -> HimariConfig:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("(file)", source, f"valid TOML ({exc})") from None
+    _refuse_secrets(raw, [])
+    cfg: HimariConfig = decode_section(raw, HimariConfig)
+    # Plugin parameters are decoded now, so a bad strategy or venue setting refuses to start.
+    from himari.daemon import plugins
+
+    plugins.strategy_config(cfg)
+    plugins.venue_config(cfg)
+    plugins.synergy_config(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None) -> HimariConfig:
+    if path is None:
+        return HimariConfig()
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError("--config", str(p), f"a readable TOML file ({exc.strerror})") from None
+    return parse_config(text, str(p))
+
+
+def default_config() -> HimariConfig:
+    return HimariConfig()

@@ -1,0 +1,277 @@
+"""Replay a recorded data file (trades, quotes or bars; CSV or Parquet) as `TickBatch`es.
+
+`open_file_feed` reads the whole file (tables.py), converts every column with vectorized numpy,
+validates, and keeps one big TickBatch that `batches()` slices (views, no copies).
+
+Malformed rows are counted and skipped with their line numbers (first 100 kept with a reason):
+unparseable or missing field, a field-count mismatch, non-finite or non-positive price, negative or
+non-finite size, a price off the given tick grid, bid > ask, or a bar with L > min(O, C) or
+H < max(O, C) (spec features.md 1.8 and 5.1).
+
+Grid: the tick size comes from the caller or is inferred as the coarsest power of ten that every
+valid price fits (values.infer_step); the lot size likewise from the sizes (1 when there are none).
+
+Time order (`out_of_order`): "drop" skips a row older than the latest accepted one (for bars also a
+repeated bar time), "sort" stably sorts by time, "fail" raises FeedError naming the line.
+
+Bars as ticks: a bar with open time t0 and period D becomes four ticks at t0, t0 + D//4, t0 + D//2,
+t0 + 3D//4: open, then low then high if it closed up (C >= O) else high then low, then close. Its
+volume V (lots) is split V//4 per tick with the remainder on the close tick; no volume column gives
+size 0. The bar time is the open time (`bar_ts = "open"`) or the close time minus D ("close"); D
+is `bar_seconds` or the median positive step between bar times. Synthesized ticks carry side 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+
+from himari.daemon.events import TickBatch
+from himari.daemon.feeds.base import MAX_MALFORMED_KEPT, FeedError, FeedStats, plural
+from himari.daemon.feeds.config import FeedConfig
+from himari.daemon.feeds.tables import RawTable, norm, read_table
+
+__all__ = ["FeedError", "FileFeed", "bars_to_ticks", "open_file_feed"]
+from himari.daemon.feeds.timeparse import parse_timestamps
+from himari.daemon.feeds.values import infer_step, to_float, to_grid, to_side
+from himari.daemon.instruments import Instrument
+
+
+class FileFeed:
+    def __init__(self, *, path: str, instrument: Instrument, kind: str, describe: str,
+                 ticks: TickBatch, stats: FeedStats, batch_size: int, bar_seconds: float | None) -> None:
+        self.path = path
+        self.instrument = instrument
+        self.kind = kind
+        self.describe = describe
+        self.stats = stats
+        self.bar_seconds = bar_seconds
+        self._ticks = ticks
+        self._batch_size = batch_size
+
+    @property
+    def expected_ticks(self) -> int:
+        return len(self._ticks)
+
+    def batches(self) -> Iterator[TickBatch]:
+        n, step = len(self._ticks), self._batch_size
+        for start in range(0, n, step):
+            yield self._ticks.slice(start, min(start + step, n))
+
+
+class _Problems:
+    """Row checks in priority order; reasons are formatted only for the first 100 bad rows."""
+
+    def __init__(self, raw: RawTable) -> None:
+        self.raw = raw
+        self.bad = np.zeros(len(raw.lines), dtype=bool)
+        self._checks: list[tuple[np.ndarray, str, str | tuple[str, ...] | None]] = []
+
+    def add(self, mask: np.ndarray, reason: str, role: str | tuple[str, ...] | None = None) -> None:
+        self._checks.append((mask, reason, role))
+        self.bad |= mask
+
+    def _value(self, role: str | tuple[str, ...] | None, i: int) -> str:
+        if role is None:
+            return ""
+        if isinstance(role, tuple):
+            return ", ".join(f"{r}={self.raw.data[r][i].as_py()!r}" for r in role)
+        return repr(self.raw.data[role][i].as_py())
+
+    def record(self, stats: FeedStats) -> None:
+        found: list[tuple[int, str]] = []
+        for i in np.flatnonzero(self.bad)[:MAX_MALFORMED_KEPT].tolist():
+            for mask, reason, role in self._checks:
+                if mask[i]:
+                    found.append((int(self.raw.lines[i]), reason.format(v=self._value(role, i))))
+                    break
+        found += list(zip(self.raw.bad_lines.tolist(), self.raw.bad_reasons))
+        found.sort(key=lambda x: x[0])
+        lines = np.array([f[0] for f in found], dtype=np.int64)
+        stats.add_malformed(lines, [f[1] for f in found], self.raw.bad_count + int(self.bad.sum()))
+
+
+def _number_checks(probs: _Problems, role: str, *, price: bool) -> np.ndarray:
+    values, missing, unparseable = to_float(probs.raw.data[role])
+    probs.add(missing, f"missing {role}")
+    probs.add(unparseable, f"unparseable {role} {{v}}", role)
+    probs.add(~missing & ~unparseable & ~np.isfinite(values), f"non-finite {role} {{v}}", role)
+    with np.errstate(invalid="ignore"):
+        if price:
+            probs.add(values <= 0, f"non-positive {role} {{v}}", role)
+        else:
+            probs.add(values < 0, f"negative {role} {{v}}", role)
+    return values
+
+
+def _grid(probs: _Problems, values: dict[str, np.ndarray], step: Decimal | None,
+          what: str) -> tuple[dict[str, np.ndarray], Decimal]:
+    """Convert to int multiples of `step` (inferred from the good rows if None)."""
+    if not values:
+        return {}, step or Decimal(1)
+    good = ~probs.bad
+    exact = step is not None
+    if step is None:
+        step, _ = infer_step(np.concatenate([v[good] for v in values.values()]))
+    out = {}
+    for role, v in values.items():
+        ints, on_grid = to_grid(v, step)
+        if what == "tick":
+            if exact:
+                probs.add(good & ~on_grid, f"{role} {{v}} is not a multiple of the tick size {step}", role)
+            probs.add(good & on_grid & (ints <= 0), f"{role} {{v}} rounds to 0 ticks", role)
+        out[role] = ints  # sizes are rounded to the nearest lot, never rejected for it
+    return out, step
+
+
+def _order(raw: RawTable, ts: np.ndarray, idx: np.ndarray, cfg: FeedConfig, strict: bool,
+           stats: FeedStats) -> np.ndarray:
+    """Apply the out-of-order policy to the good rows `idx`; returns the rows to keep, in order."""
+    if idx.size < 2:
+        return idx
+    t = ts[idx]
+    prev_max = np.maximum.accumulate(t)[:-1]
+    late = np.concatenate(([False], t[1:] <= prev_max if strict else t[1:] < prev_max))
+    n_late = int(late.sum())
+    if n_late == 0:
+        return idx
+    if cfg.out_of_order == "fail":
+        k = int(np.flatnonzero(late)[0])
+        line = int(raw.lines[idx[k]])
+        raise FeedError(f"{Path(raw.path).name}: line {line} (ts {np.datetime64(int(t[k]), 'ns')}) is "
+                        f"{'not after' if strict else 'older than'} an earlier row "
+                        "(feed.out_of_order = 'fail'; use 'drop' or 'sort')")
+    stats.out_of_order = n_late
+    if cfg.out_of_order == "drop":
+        return idx[~late]
+    idx = idx[np.argsort(t, kind="stable")]
+    if strict:  # sorted bars: a repeated bar time is still dropped
+        t = ts[idx]
+        idx = idx[np.concatenate(([True], t[1:] > t[:-1]))]
+    return idx
+
+
+def bars_to_ticks(ts_open: np.ndarray, o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
+                  volume: np.ndarray | None, period_ns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Four ticks per bar -> (ts_ns, price ticks, size lots), see the module docstring."""
+    n = len(o)
+    up = c >= o
+    ts = np.empty(4 * n, dtype=np.int64)
+    px = np.empty(4 * n, dtype=np.int64)
+    sz = np.zeros(4 * n, dtype=np.int64)
+    for k, (offset, price) in enumerate(((0, o), (period_ns // 4, np.where(up, lo, h)),
+                                         (period_ns // 2, np.where(up, h, lo)),
+                                         (3 * period_ns // 4, c))):
+        ts[k::4] = ts_open + offset
+        px[k::4] = price
+    if volume is not None:
+        q = volume // 4
+        sz[0::4] = sz[1::4] = sz[2::4] = q
+        sz[3::4] = volume - 3 * q
+    np.maximum.accumulate(ts, out=ts)  # bars closer together than D must not run time backwards
+    return ts, px, sz
+
+
+def _period_text(seconds: float) -> str:
+    for unit, name in ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second")):
+        if seconds >= unit and seconds % unit == 0:
+            return f"{int(seconds // unit)}-{name}"
+    return f"{seconds:g}-second"
+
+
+def open_file_feed(path: str | Path, cfg: FeedConfig, instrument_id: str,
+                   tick_size: Decimal | None = None, lot_size: Decimal | None = None) -> FileFeed:
+    p = Path(path)
+    if not p.is_file():
+        raise FeedError(f"feed file not found: {p}")
+    raw = read_table(p, cfg)
+    stats = FeedStats(rows=len(raw.lines) + raw.bad_count, blank=raw.blank)
+    probs = _Problems(raw)
+    try:
+        ts, ts_bad = parse_timestamps(raw.data["ts"], cfg.ts_unit, cfg.ts_format, cfg.timezone)
+    except ValueError as exc:
+        raise FeedError(f"{p.name}: {exc}") from exc
+    ts_missing = raw.data["ts"].is_null().to_numpy(zero_copy_only=False)
+    probs.add(ts_missing, "missing timestamp")
+    probs.add(ts_bad & ~ts_missing, "unparseable timestamp {v}", "ts")
+
+    price_roles = {"trades": ("price",), "quotes": ("bid", "ask"),
+                   "bars": ("open", "high", "low", "close")}[raw.kind]
+    size_roles = [r for r in ("size", "volume", "bid_size", "ask_size") if r in raw.data]
+    prices = {r: _number_checks(probs, r, price=True) for r in price_roles}
+    sizes = {r: _number_checks(probs, r, price=False) for r in size_roles}
+    side = None
+    if "side" in raw.data:
+        col = raw.roles["side"]
+        maker = (cfg.side_semantics == "buyer_maker" or
+                 (cfg.side_semantics == "auto" and "maker" in norm(col)))
+        side, side_bad = to_side(raw.data["side"], maker)
+        probs.add(side_bad, "unparseable side {v}", "side")
+    ticks, tick = _grid(probs, prices, tick_size, "tick")
+    lots, lot = _grid(probs, sizes, lot_size, "lot")
+    if raw.kind == "quotes":
+        probs.add(~probs.bad & (ticks["bid"] > ticks["ask"]), "bid > ask: {v}", ("bid", "ask"))
+    if raw.kind == "bars":
+        o, h, lo, c = (ticks[r] for r in price_roles)
+        good = ~probs.bad
+        probs.add(good & (lo > np.minimum(o, c)), "bar low > min(open, close): {v}", price_roles)
+        probs.add(good & (h < np.maximum(o, c)), "bar high < max(open, close): {v}", price_roles)
+    probs.record(stats)
+
+    keep = _order(raw, ts, np.flatnonzero(~probs.bad), cfg, raw.kind == "bars", stats)
+    name = p.name
+    bar_seconds = None
+    if raw.kind == "trades":
+        size = lots["size"][keep] if "size" in lots else None
+        batch = TickBatch.from_trades(instrument_id, ts[keep], ticks["price"][keep],
+                                      size if size is not None else np.zeros(keep.size, np.int64),
+                                      side[keep] if side is not None else None)
+        side_text = (f"aggressor side from '{raw.roles['side']}'" if side is not None
+                     else "aggressor side unknown (0)")
+        text = (f"trade ticks from {name}: {plural(stats.rows, 'row')}, {plural(len(batch), 'tick')}; "
+                f"{side_text}")
+    elif raw.kind == "quotes":
+        qs = [lots[r][keep] for r in ("bid_size", "ask_size") if r in lots]
+        size = (np.minimum(*qs) if len(qs) == 2 else qs[0] if qs
+                else lots["size"][keep] if "size" in lots else None)
+        batch = TickBatch.from_quotes(instrument_id, ts[keep], ticks["bid"][keep], ticks["ask"][keep], size)
+        text = (f"top-of-book quote ticks (bid/ask) from {name}: {plural(stats.rows, 'row')}, "
+                f"{plural(len(batch), 'tick')}; price = mid rounded down to the tick, size "
+                + ("min(bid size, ask size)" if len(qs) == 2 else "from the file" if size is not None
+                   else "0 (not in the file)"))
+    else:
+        t = ts[keep]
+        if cfg.bar_seconds > 0:
+            period = cfg.bar_seconds * 1_000_000_000
+        else:  # from every parsed bar time, so skipped bars do not widen the steps
+            steps = np.diff(ts[~ts_bad])
+            steps = steps[steps > 0]
+            if steps.size == 0:
+                raise FeedError(f"{name}: cannot infer the bar period from {keep.size} bar(s); "
+                                "set feed.bar_seconds")
+            period = int(np.median(steps))
+        bar_seconds = period / 1e9
+        t_open = t - period if cfg.bar_ts == "close" else t
+        vol = lots["volume"][keep] if "volume" in lots else None
+        bts, bpx, bsz = bars_to_ticks(t_open, *(ticks[r][keep] for r in price_roles), vol, period)
+        batch = TickBatch.from_trades(instrument_id, bts, bpx, bsz)
+        fields = "OHLCV" if vol is not None else "OHLC"
+        text = (f"{_period_text(bar_seconds)} {fields} bars from {name} (stamped by {cfg.bar_ts} time): "
+                f"{plural(stats.rows, 'row')}, replayed as 4 ticks per bar (open, low/high by direction, "
+                f"close) = {plural(len(batch), 'tick')}; "
+                + ("volume split in equal lots, remainder on the close" if vol is not None
+                   else "no volume: size 0 per tick"))
+    text += f"; tick size {tick}, lot size {lot}"
+    if stats.malformed:
+        text += f"; {plural(stats.malformed, 'malformed row')} skipped"
+    if stats.out_of_order:
+        verb = "reordered" if cfg.out_of_order == "sort" else "dropped"
+        text += f"; {plural(stats.out_of_order, 'out-of-order row')} {verb}"
+    stats.ticks = len(batch)
+    instrument = Instrument(id=instrument_id, tick_size=tick, lot_size=lot, currency=cfg.currency)
+    return FileFeed(path=str(p), instrument=instrument, kind=raw.kind, describe=text[0].upper() + text[1:],
+                    ticks=batch, stats=stats, batch_size=cfg.batch_size, bar_seconds=bar_seconds)
+

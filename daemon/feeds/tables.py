@@ -1,0 +1,338 @@
+"""Read a CSV or Parquet market-data file into role-named Arrow columns.
+
+Steps: sniff the first 64 KiB (delimiter, header, field count), map roles (ts, price, size, side,
+bid, ask, bid_size, ask_size, open, high, low, close, volume) to columns by config or by common
+names, decide the kind (bars if open/high/low/close, quotes if bid/ask, trades if price; without a
+header by the values: OHLC ordering, or two close positive columns as bid <= ask), then parse.
+
+Happy path: `pyarrow.csv.read_csv` with explicit types (float64 for numbers, text for time and
+side) and `ignore_empty_lines=False`, so row i is line i + 1 + header lines. On any parse error
+(a corrupt field, a short row) the slow path reads the file as lines (a zero-copy Arrow string
+array over the bytes), splits them with pyarrow.compute and keeps every field as text; rows with a
+wrong field count are recorded with their line numbers and the text is converted per value later.
+Quoted fields that contain the delimiter or a newline are not supported on the slow path.
+Parquet rows are numbered from 1 in place of line numbers.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from himari.daemon.feeds.base import MAX_MALFORMED_KEPT, FeedError
+from himari.daemon.feeds.config import FeedConfig
+
+KIND_ROLES = {
+    "trades": (("ts", "price"), ("size", "side")),
+    "quotes": (("ts", "bid", "ask"), ("bid_size", "ask_size", "size")),
+    "bars": (("ts", "open", "high", "low", "close"), ("volume",)),
+}
+TEXT_ROLES = ("ts", "side")
+_AUTO = {  # normalized names (lower case, letters and digits only), first match wins
+    "ts": ("timestamp", "time", "ts", "datetime", "date", "tsevent", "tsrecv", "tsinit",
+           "timestampns", "timestampms", "timestampus", "opentime", "localtimestamp", "dt"),
+    "price": ("price", "px", "last", "lastprice", "tradeprice"),
+    "bid": ("bid", "bidprice", "bestbid", "bidpx", "bid1"),
+    "ask": ("ask", "askprice", "bestask", "askpx", "offer", "ask1"),
+    "open": ("open", "o", "openprice"),
+    "high": ("high", "h", "highprice"),
+    "low": ("low", "l", "lowprice"),
+    "close": ("close", "c", "closeprice"),
+    "bid_size": ("bidsize", "bidqty", "bidvolume", "bidamount", "bidsz"),
+    "ask_size": ("asksize", "askqty", "askvolume", "askamount", "asksz", "offersize"),
+    "size": ("quantity", "qty", "size", "amount", "tradesize", "lastsize", "volume", "vol"),
+    "volume": ("volume", "vol", "v", "basevolume", "quantity", "qty"),
+    "side": ("buyermaker", "isbuyermaker", "side", "aggressorside", "takerside", "aggressor"),
+}
+_NUM = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+@dataclass
+class RawTable:
+    path: str
+    source: str  # "csv" | "parquet"
+    kind: str
+    columns: list[str]  # the file's column names (positions "0", "1", ... without a header)
+    header: bool
+    roles: dict[str, str]  # role -> file column name
+    data: dict[str, pa.Array]  # role -> values (float64 or text) of the well-formed rows
+    lines: np.ndarray  # int64 line number of each row in `data`
+    bad_count: int = 0  # rows with a wrong field count
+    bad_lines: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    bad_reasons: list[str] = field(default_factory=list)
+    blank: int = 0
+    slow_path: bool = False
+
+
+def norm(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def read_table(path: Path, cfg: FeedConfig) -> RawTable:
+    if path.suffix.lower() in (".parquet", ".pq", ".parq"):
+        return _read_parquet(path, cfg)
+    return _read_csv(path, cfg)
+
+
+# ---- role mapping
+
+
+def _explicit(columns: list[str], cfg: FeedConfig, path: Path) -> dict[str, int]:
+    out: dict[str, int] = {}
+    listing = ", ".join(columns)
+    for role, ref in cfg.columns.mapped().items():
+        if isinstance(ref, int):
+            if ref >= len(columns):
+                raise FeedError(f"feed.columns.{role} = {ref}: {path.name} has only {len(columns)} "
+                                f"columns: {listing}")
+            out[role] = ref
+            continue
+        matches = [i for i, c in enumerate(columns) if c == ref] or \
+                  [i for i, c in enumerate(columns) if norm(c) == norm(ref)]
+        if not matches:
+            raise FeedError(f"feed.columns.{role} = {ref!r}: no column {ref!r} in {path.name}; "
+                            f"its columns are: {listing}")
+        out[role] = matches[0]
+    return out
+
+
+def _decide_kind(cfg: FeedConfig, roles: dict[str, int]) -> str | None:
+    if cfg.format != "auto":
+        return cfg.format
+    if all(r in roles for r in ("open", "high", "low", "close")):
+        return "bars"
+    if "bid" in roles and "ask" in roles:
+        return "quotes"
+    if "price" in roles:
+        return "trades"
+    return None
+
+
+def _by_name(columns: list[str], cfg: FeedConfig, path: Path) -> tuple[str, dict[str, int]]:
+    roles = _explicit(columns, cfg, path)
+    normed = [norm(c) for c in columns]
+    for role, names in _AUTO.items():
+        if role in roles:
+            continue
+        taken = set(roles.values())
+        for name in names:
+            hits = [i for i, c in enumerate(normed) if c == name and i not in taken]
+            if hits:
+                roles[role] = hits[0]
+                break
+    if "ts" not in roles:
+        hits = [i for i, c in enumerate(normed) if ("time" in c or "date" in c or c.startswith("ts"))
+                and i not in roles.values()]
+        if hits:
+            roles["ts"] = hits[0]
+    kind = _decide_kind(cfg, roles)
+    if kind is None:
+        raise FeedError(f"{path.name}: cannot tell trades, quotes or bars from its columns "
+                        f"({', '.join(columns)}); set feed.format and feed.columns")
+    if kind == "bars" and "volume" not in roles and "size" in roles:
+        roles["volume"] = roles["size"]
+    if kind == "trades" and "size" not in roles and "volume" in roles:
+        roles["size"] = roles["volume"]
+    return kind, roles
+
+
+def _floats(rows: list[list[str]], j: int) -> np.ndarray:
+    out = np.full(len(rows), np.nan)
+    for i, row in enumerate(rows):  # sniffed sample only (<= 200 rows)
+        if j < len(row) and _NUM.match(row[j].strip().strip('"')):
+            out[i] = float(row[j].strip().strip('"'))
+    return out
+
+
+def _by_position(ncols: int, sample: list[list[str]], cfg: FeedConfig,
+                 path: Path) -> tuple[str, dict[str, int]]:
+    columns = [str(i) for i in range(ncols)]
+    roles = _explicit(columns, cfg, path)
+    roles.setdefault("ts", 0)
+    free = [j for j in range(ncols) if j not in roles.values()]
+    values = {j: _floats(sample, j) for j in free}
+    numeric = [j for j in free if np.mean(np.isfinite(values[j])) >= 0.9]
+    kind = _decide_kind(cfg, roles)
+    if kind is None and len(numeric) >= 4:
+        o, h, lo, c = (values[j] for j in numeric[:4])
+        if np.mean((lo <= np.minimum(o, c)) & (h >= np.maximum(o, c))) >= 0.95 and np.any(h > lo):
+            kind = "bars"
+    if kind is None and len(numeric) >= 2:
+        b, a = values[numeric[0]], values[numeric[1]]
+        if np.mean((b > 0) & (b <= a) & (a <= 1.1 * b)) >= 0.95:
+            kind = "quotes"
+    if kind is None and numeric:
+        kind = "trades"
+    if kind is None:
+        raise FeedError(f"{path.name}: no numeric columns found after the timestamp; "
+                        "set feed.format and feed.columns")
+    order = {"trades": ("price", "size"), "quotes": ("bid", "ask"),
+             "bars": ("open", "high", "low", "close", "volume")}[kind]
+    queue = [j for j in numeric if j not in roles.values()]
+    for role in order:
+        if role not in roles and queue:
+            roles[role] = queue.pop(0)
+    return kind, roles
+
+
+def _check_required(kind: str, roles: dict[str, int], columns: list[str], path: Path) -> None:
+    for role in KIND_ROLES[kind][0]:
+        if role not in roles:
+            raise FeedError(f"{path.name}: no {role} column for {kind} among: {', '.join(columns)}; "
+                            f"name it with feed.columns.{role}")
+
+
+def _used(kind: str, roles: dict[str, int]) -> dict[str, int]:
+    need, optional = KIND_ROLES[kind]
+    return {r: roles[r] for r in need + optional if r in roles}
+
+
+# ---- CSV
+
+
+def _sniff(path: Path, cfg: FeedConfig) -> tuple[str, list[list[str]], int]:
+    """-> (delimiter, first rows split, number of leading blank lines)."""
+    with open(path, "rb") as fh:
+        head = fh.read(65536)
+    text = head.decode("utf-8", "replace").lstrip("\ufeff")
+    lines = text.splitlines()
+    if len(head) == 65536 and lines:
+        lines = lines[:-1]  # the last line may be cut
+    leading = 0
+    while leading < len(lines) and not lines[leading].strip():
+        leading += 1
+    lines = [ln for ln in lines[leading:leading + 400] if ln.strip()][:200]
+    if not lines:
+        raise FeedError(f"{path.name}: the file is empty")
+    delim = cfg.delimiter
+    if delim == "auto":
+        counts = {d: [ln.count(d) for ln in lines[:20]] for d in (",", ";", "\t", "|")}
+        good = {d: c for d, c in counts.items() if c[0] > 0}
+        delim = max(good, key=lambda d: (sum(x == good[d][0] for x in good[d]), good[d][0])) \
+            if good else ","
+    return delim, [ln.split(delim) for ln in lines], leading
+
+
+def _read_csv(path: Path, cfg: FeedConfig) -> RawTable:
+    delim, rows, leading = _sniff(path, cfg)
+    first = [f.strip().strip('"').strip() for f in rows[0]]
+    header = (cfg.header == "yes" or
+              (cfg.header == "auto" and not any(_NUM.match(f) for f in first)))
+    data_rows = rows[1:] if header else rows
+    counts = [len(r) for r in data_rows] or [len(first)]
+    ncols = max(set(counts), key=counts.count)  # the usual field count (a corrupt row may lead)
+    if header:
+        columns = first + [str(i) for i in range(len(first), ncols)]
+        kind, roles = _by_name(columns, cfg, path)
+    else:
+        columns = [str(i) for i in range(ncols)]
+        kind, roles = _by_position(ncols, data_rows, cfg, path)
+    _check_required(kind, roles, columns, path)
+    used = _used(kind, roles)
+    skip = leading + (1 if header else 0)
+    names = [f"c{i}" for i in range(max(ncols, len(columns)))]
+    types = {names[j]: (pa.string() if r in TEXT_ROLES else pa.float64()) for r, j in used.items()}
+    raw = RawTable(path=str(path), source="csv", kind=kind, columns=columns, header=header,
+                   roles={r: columns[j] for r, j in used.items()}, data={}, lines=np.zeros(0, np.int64))
+    try:
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=skip),
+            parse_options=pacsv.ParseOptions(delimiter=delim, ignore_empty_lines=False),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=sorted(types), column_types=types, null_values=[""],
+                strings_can_be_null=True, quoted_strings_can_be_null=True))
+    except pa.ArrowInvalid:
+        return _read_csv_lines(path, raw, used, delim, skip, len(names))
+    cols = {r: table.column(names[j]).combine_chunks() for r, j in used.items()}
+    lines = np.arange(1, table.num_rows + 1, dtype=np.int64) + skip
+    blank = np.ones(table.num_rows, dtype=bool)
+    for arr in cols.values():
+        blank &= arr.is_null().to_numpy(zero_copy_only=False)
+    if blank.any():
+        keep = pa.array(~blank)
+        cols = {r: a.filter(keep) for r, a in cols.items()}
+        lines = lines[~blank]
+    raw.data, raw.lines, raw.blank = cols, lines, int(blank.sum())
+    return raw
+
+
+def _line_array(path: Path) -> pa.Array:
+    data = path.read_bytes()
+    buf = np.frombuffer(data, dtype=np.uint8)
+    nl = np.flatnonzero(buf == 10)
+    offsets = np.concatenate(([0], nl + 1, [len(data)])).astype(np.int64)
+    if offsets[-2] == len(data):  # the file ends with a newline
+        offsets = offsets[:-1]
+    lines = pa.LargeStringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data))
+    try:
+        lines.validate(full=True)
+    except pa.ArrowInvalid:  # invalid UTF-8: replace bad bytes, keep line structure
+        fixed = data.decode("utf-8", "replace").encode("utf-8")
+        return _line_array_from(fixed)
+    return pc.utf8_rtrim(lines, characters="\r\n")
+
+
+def _line_array_from(data: bytes) -> pa.Array:
+    arr = pa.array(data.split(b"\n"), type=pa.large_binary()).cast(pa.large_string())
+    if len(arr) and data.endswith(b"\n"):
+        arr = arr.slice(0, len(arr) - 1)
+    return pc.utf8_rtrim(arr, characters="\r\n")
+
+
+def _read_csv_lines(path: Path, raw: RawTable, used: dict[str, int], delim: str, skip: int,
+                    ncols: int) -> RawTable:
+    lines = _line_array(path)
+    if skip:
+        lines = lines.slice(skip)
+    numbers = np.arange(1, len(lines) + 1, dtype=np.int64) + skip
+    if len(lines) and skip == 0:  # a BOM on line 1
+        lines = pa.concat_arrays([pc.utf8_ltrim(lines.slice(0, 1), characters="\ufeff"), lines.slice(1)])
+    blank = pc.equal(pc.utf8_trim_whitespace(lines), "").to_numpy(zero_copy_only=False)
+    nfields = pc.add(pc.count_substring(lines, delim), 1).to_numpy(zero_copy_only=False)
+    ok = ~blank & (nfields == ncols)
+    bad = ~blank & ~ok
+    bad_idx = np.flatnonzero(bad)
+    raw.bad_count = int(bad_idx.size)
+    raw.bad_lines = numbers[bad_idx[:MAX_MALFORMED_KEPT]]
+    raw.bad_reasons = [f"expected {ncols} fields, got {int(k)}"
+                       for k in nfields[bad_idx[:MAX_MALFORMED_KEPT]]]
+    good = lines.filter(pa.array(ok))
+    parts = pc.split_pattern(good, delim)
+    data = {}
+    for role, j in used.items():
+        values = pc.utf8_trim(pc.list_element(parts, j), characters=" \t\"")
+        data[role] = pc.if_else(pc.equal(values, ""), pa.scalar(None, values.type), values)
+    raw.data, raw.lines, raw.blank, raw.slow_path = data, numbers[ok], int(blank.sum()), True
+    return raw
+
+
+# ---- Parquet
+
+
+def _read_parquet(path: Path, cfg: FeedConfig) -> RawTable:
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise FeedError(f"{path.name}: not a readable Parquet file ({exc})") from exc
+    columns = list(pf.schema_arrow.names)
+    kind, roles = _by_name(columns, cfg, path)
+    _check_required(kind, roles, columns, path)
+    used = _used(kind, roles)
+    table = pf.read(columns=sorted({columns[j] for j in used.values()}))
+    data = {}
+    for role, j in used.items():
+        arr = table.column(columns[j]).combine_chunks()
+        if pa.types.is_dictionary(arr.type):
+            arr = arr.cast(arr.type.value_type)
+        data[role] = arr
+    return RawTable(path=str(path), source="parquet", kind=kind, columns=columns, header=True,
+                    roles={r: columns[j] for r, j in used.items()}, data=data,
+                    lines=np.arange(1, table.num_rows + 1, dtype=np.int64))

@@ -1,0 +1,278 @@
+"""MLMI, the Machine Learning Momentum Index (spec features.md 3.1; TradingView MLMI by Zeiierman).
+
+Called once per closed 30-minute bar with its close `C_t` (float64 price units); bar t counts from 0.
+Notation: `WMA_n(x)_t = sum_{j=0..n-1} (n-j) x_{t-j} / (n(n+1)/2)`; Wilder `RMA_n` seeded with the
+simple mean of its first n inputs, then `RMA_t = (RMA_{t-1} (n-1) + x_t) / n`.
+
+1. `ma_q = WMA_{ma_fast}(C)` (5), `ma_s = WMA_{ma_slow}(C)` (20);
+   `p1 = WMA_{trend}(RSI_{rsi_slow}(C))`, `p2 = WMA_{trend}(RSI_{rsi_fast}(C))` (trend 20, RSI 20 / 5).
+   Wilder RSI on the changes `C_t - C_{t-1}` (from t = 1): `RSI = 100 - 100/(1 + RMA(up)/RMA(down))`,
+   100 when `RMA(down) = 0` (checked first, so flat prices give 100), 0 when `RMA(up) = 0`.
+   RSI_n exists from t = n, so p1 from t = rsi_slow + trend - 1 = 39, p2 from t = 24.
+2. Event when `ma_q` crosses `ma_s` either way between t-1 and t (both defined at t-1: t >= 20):
+   `(ma_q_t > ma_s_t and ma_q_{t-1} <= ma_s_{t-1})` or `(ma_q_t < ma_s_t and ma_q_{t-1} >= ma_s_{t-1})`.
+3. On an event with finite p1, p2: append `(p1, p2, C_t, y)` to the store; `y = 0` for the first entry
+   ever, else `+1` if `C_t >=` the previous entry's price (even if it has been evicted), else `-1`.
+   The store keeps the latest `store_max` (10,000) entries in a ring.
+4. Query `(p1_t, p2_t)` after step 3: Euclidean distances `d_j` to all n entries, `m = min(k, n)`,
+   `D*` = the m-th smallest distance, neighbours = every j with `d_j <= D*` (ties kept, `k_eff >= m`),
+   `P_t` = sum of their labels. Empty store or non-finite query: `P_t = 0`, `k_eff = 0`.
+5. `mlmi_value = P_t / k_eff` (0 if `k_eff = 0`), in [-1, 1]. `M = WMA_{signal_wma}(P)` over the P
+   series that starts when the query first is finite (t = 39), so M exists from t = 58;
+   `mlmi_signal = +1` if `P_t > M_t and P_{t-1} <= M_{t-1}`, `-1` if `P_t < M_t and P_{t-1} >= M_{t-1}`,
+   else 0; valid from t = 59.
+
+The kNN vote (step 4, up to 10,000 entries per bar) is the numba kernel `knn_vote`, with the
+quickselect `kth_smallest` for `D*`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import msgspec
+import numba
+import numpy as np
+
+from himari.daemon.configbase import check_range
+
+
+class MlmiConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    k: int = 200
+    trend: int = 20
+    ma_fast: int = 5
+    ma_slow: int = 20
+    rsi_fast: int = 5
+    rsi_slow: int = 20
+    signal_wma: int = 20
+    store_max: int = 10_000
+
+    def __post_init__(self) -> None:
+        check_range("strategic.mlmi.k", self.k, 1, 100_000)
+        check_range("strategic.mlmi.trend", self.trend, 1, 10_000)
+        check_range("strategic.mlmi.ma_fast", self.ma_fast, 1, 10_000)
+        check_range("strategic.mlmi.ma_slow", self.ma_slow, 1, 10_000)
+        check_range("strategic.mlmi.rsi_fast", self.rsi_fast, 1, 10_000)
+        check_range("strategic.mlmi.rsi_slow", self.rsi_slow, 1, 10_000)
+        check_range("strategic.mlmi.signal_wma", self.signal_wma, 1, 10_000)
+        check_range("strategic.mlmi.store_max", self.store_max, 1, 10_000_000)
+
+    @property
+    def value_valid_from(self) -> int:
+        """First bar whose query (p1, p2) is defined."""
+        return max(self.rsi_slow, self.rsi_fast) + self.trend - 1
+
+    @property
+    def signal_valid_from(self) -> int:
+        return self.value_valid_from + self.signal_wma
+
+
+@numba.njit(cache=True)
+def kth_smallest(a: np.ndarray, k: int) -> float:
+    """The k-th smallest value (0-based) of `a`, which is reordered in place (Hoare quickselect).
+
+    Hand-written because numba's np.partition takes seconds to compile; mmd.py uses it too."""
+    lo = 0
+    hi = a.shape[0] - 1
+    while lo < hi:
+        pivot = a[(lo + hi) // 2]
+        i = lo
+        j = hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:  # j < k < i: a[k] equals the pivot
+            break
+    return a[k]
+
+
+@numba.njit(cache=True)
+def knn_vote(p1: np.ndarray, p2: np.ndarray, y: np.ndarray, q1: float, q2: float,
+             k: int) -> tuple[float, int]:
+    """(P, k_eff): sum of the labels of every entry within the min(k, n)-th smallest distance."""
+    n = p1.shape[0]
+    if n == 0 or k <= 0 or not (np.isfinite(q1) and np.isfinite(q2)):
+        return 0.0, 0
+    d = np.empty(n)
+    for j in range(n):
+        a = p1[j] - q1
+        b = p2[j] - q2
+        d[j] = math.sqrt(a * a + b * b)
+    m = min(k, n)
+    dstar = kth_smallest(d.copy(), m - 1)
+    votes = 0.0
+    k_eff = 0
+    for j in range(n):
+        if d[j] <= dstar:
+            votes += y[j]
+            k_eff += 1
+    return votes, k_eff
+
+
+def warmup() -> None:
+    """Compile the kernels on tiny inputs."""
+    a = np.array([1.0, 2.0, 3.0])
+    knn_vote(a, a, np.array([0.0, 1.0, -1.0]), 1.5, 1.5, 2)
+
+
+def wma(x: Sequence[float], n: int) -> float:
+    """WMA_n of the last n values of `x` (newest last); the caller ensures len(x) >= n."""
+    num = 0.0
+    for j in range(n):
+        num += (n - j) * x[-1 - j]
+    return num / (n * (n + 1) / 2.0)
+
+
+def rsi_from_rma(up: float, down: float) -> float:
+    if down == 0.0:
+        return 100.0
+    if up == 0.0:
+        return 0.0
+    return 100.0 - 100.0 / (1.0 + up / down)
+
+
+class WilderRsi:
+    """Incremental Wilder RSI over price changes; `update(change)` returns nan until n changes."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self._count = 0
+        self._up = 0.0
+        self._down = 0.0
+
+    def update(self, change: float) -> float:
+        n = self.n
+        u = change if change > 0.0 else 0.0
+        d = -change if change < 0.0 else 0.0
+        if self._count < n:  # accumulate the simple-mean seed
+            self._up += u
+            self._down += d
+            self._count += 1
+            if self._count < n:
+                return math.nan
+            self._up /= n
+            self._down /= n
+        else:
+            self._up = (self._up * (n - 1) + u) / n
+            self._down = (self._down * (n - 1) + d) / n
+        return rsi_from_rma(self._up, self._down)
+
+
+class MlmiStore:
+    """Ring of at most `capacity` entries (p1, p2, label); labels follow step 3."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.p1 = np.zeros(capacity)
+        self.p2 = np.zeros(capacity)
+        self.y = np.zeros(capacity)
+        self.n = 0
+        self.total = 0  # entries ever appended
+        self._head = 0
+        self._last_price = math.nan
+
+    def add(self, p1: float, p2: float, price: float) -> float:
+        """Append an entry; returns its label."""
+        label = 0.0 if self.total == 0 else (1.0 if price >= self._last_price else -1.0)
+        i = self._head
+        self.p1[i], self.p2[i], self.y[i] = p1, p2, label
+        self._head = (i + 1) % self.capacity
+        self.n = min(self.n + 1, self.capacity)
+        self.total += 1
+        self._last_price = price
+        return label
+
+    def vote(self, q1: float, q2: float, k: int) -> tuple[float, int]:
+        n = self.n  # while filling, the entries are the first n slots; once full, all slots
+        return knn_vote(self.p1[:n], self.p2[:n], self.y[:n], q1, q2, k)
+
+
+class MlmiOutput(NamedTuple):
+    value: float  # P / k_eff, 0 if k_eff = 0
+    signal: int  # -1, 0, +1
+    votes: float  # P
+    k_eff: int
+    event: bool  # an MA cross stored an entry at this bar
+    p1: float
+    p2: float
+
+
+class MlmiState:
+    """MLMI on one bar series; `update(close)` once per closed bar."""
+
+    def __init__(self, cfg: MlmiConfig | None = None) -> None:
+        self.cfg = cfg = cfg or MlmiConfig()
+        self.t = -1
+        self.store = MlmiStore(cfg.store_max)
+        self._closes: deque[float] = deque(maxlen=max(cfg.ma_fast, cfg.ma_slow))
+        self._rsi_fast = WilderRsi(cfg.rsi_fast)
+        self._rsi_slow = WilderRsi(cfg.rsi_slow)
+        self._rf: deque[float] = deque(maxlen=cfg.trend)
+        self._rs: deque[float] = deque(maxlen=cfg.trend)
+        self._prev_ma: tuple[float, float] | None = None
+        self._votes: deque[float] = deque(maxlen=cfg.signal_wma)
+        self._prev_pm: tuple[float, float] | None = None  # (P, M) at t-1
+
+    def update(self, close: float) -> MlmiOutput:
+        cfg = self.cfg
+        self.t += 1
+        if self._closes:
+            change = close - self._closes[-1]
+            self._push_rsi(self._rsi_fast.update(change), self._rf)
+            self._push_rsi(self._rsi_slow.update(change), self._rs)
+        self._closes.append(close)
+
+        p1 = wma(self._rs, cfg.trend) if len(self._rs) == cfg.trend else math.nan
+        p2 = wma(self._rf, cfg.trend) if len(self._rf) == cfg.trend else math.nan
+
+        # Step 2: the MA cross.
+        event = False
+        ma: tuple[float, float] | None = None
+        if len(self._closes) >= max(cfg.ma_fast, cfg.ma_slow):
+            ma = (wma(self._closes, cfg.ma_fast), wma(self._closes, cfg.ma_slow))
+            if self._prev_ma is not None:
+                (q0, s0), (q1, s1) = self._prev_ma, ma
+                event = (q1 > s1 and q0 <= s0) or (q1 < s1 and q0 >= s0)
+        self._prev_ma = ma
+
+        # Steps 3-4: store and query.
+        query_ok = math.isfinite(p1) and math.isfinite(p2)
+        if event and query_ok:
+            self.store.add(p1, p2, close)
+        else:
+            event = False
+        votes, k_eff = self.store.vote(p1, p2, cfg.k) if query_ok else (0.0, 0)
+        value = votes / k_eff if k_eff > 0 else 0.0
+
+        # Step 5: the signal line, on the P series from the first defined query on.
+        signal = 0
+        if self.t >= cfg.value_valid_from:
+            self._votes.append(votes)
+            if len(self._votes) == cfg.signal_wma:
+                m_now = wma(self._votes, cfg.signal_wma)
+                if self._prev_pm is not None:
+                    p_prev, m_prev = self._prev_pm
+                    if votes > m_now and p_prev <= m_prev:
+                        signal = 1
+                    elif votes < m_now and p_prev >= m_prev:
+                        signal = -1
+                self._prev_pm = (votes, m_now)
+        return MlmiOutput(value, signal, votes, k_eff, event, p1, p2)
+
+    @staticmethod
+    def _push_rsi(rsi: float, hist: deque[float]) -> None:
+        if math.isfinite(rsi):
+            hist.append(rsi)

@@ -1,0 +1,55 @@
+"""Decision records on the slow path.
+
+Decisions, intents, risk verdicts, order events and fills are offered to a bounded queue (drop
+oldest, counted) and written as JSON lines by one owned task, so the hot path never waits on disk.
+Every record carries the ids that tie a bar to its decision, order and fill. (The order manager's
+write-ahead journal is separate and synchronous.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import msgspec
+
+from himari.daemon.bus import Bus, SlowQueue
+from himari.daemon.events import (Decision, Fill, OrderAccepted, OrderCancelled, OrderExpired,
+                                  OrderFilled, OrderIntent, OrderPartiallyFilled, OrderRejected,
+                                  OrderSubmitted, RiskVerdict, SynergyDetected)
+
+RECORDED = (Decision, OrderIntent, RiskVerdict, OrderSubmitted, OrderAccepted, OrderPartiallyFilled,
+            OrderFilled, OrderCancelled, OrderRejected, OrderExpired, Fill, SynergyDetected)
+
+
+class DecisionRecorder:
+    def __init__(self, bus: Bus, path: Path, maxsize: int = 100_000) -> None:
+        self.path = path
+        self.queue = SlowQueue("decision_records", maxsize, "drop_oldest")
+        for event_type in RECORDED:
+            bus.subscribe_queue(event_type, name="decision_records", queue=self.queue)
+        self.written = 0
+        self._encoder = msgspec.json.Encoder(decimal_format="string")
+        self._fh = path.open("wb")
+
+    async def run(self) -> None:
+        """Owned by the session; runs until `close` cancels it."""
+        while True:
+            self._write(await self.queue.get())
+            while self.queue.qsize():  # drain what is queued without yielding per record
+                self._write(self.queue.get_nowait())
+
+    def _write(self, ev: msgspec.Struct) -> None:
+        body = msgspec.structs.asdict(ev)
+        self._fh.write(self._encoder.encode({"type": type(ev).__name__, **body}) + b"\n")
+        self.written += 1
+
+    async def close(self, task: asyncio.Task[None]) -> None:
+        """Stop the task, write what is still queued, close the file."""
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        while self.queue.qsize():
+            self._write(self.queue.get_nowait())
+        self._fh.close()

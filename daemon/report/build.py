@@ -1,0 +1,150 @@
+"""Assemble a replay's report (the contract in DESIGN.md) and write its files."""
+
+from __future__ import annotations
+
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from himari import __version__
+from himari.daemon.report import metrics
+from himari.daemon.report.writers import write_equity_html, write_fills_csv, write_json
+
+if TYPE_CHECKING:
+    from himari.daemon.app import Session
+
+
+def build_report(session: "Session", loop_seconds: float, total_seconds: float) -> dict[str, Any]:
+    from himari.daemon.app import as_arrays
+
+    inst = session.instrument
+    book = session.om.positions
+    ts, eq, pos = as_arrays(session.curve)
+    cash0 = session.cfg.account.starting_cash
+    realized = book.realized_pnl()
+    unrealized = book.unrealized_pnl()
+    fees = book.fees()
+    dd_money, dd_frac = metrics.max_drawdown(eq)
+    trips = book.round_trips
+    ticks = session.loop.ticks
+    bar_counts = {b.spec.text: b.bars_closed for b in session.loop.builders}
+    dropped = {b.spec.text: {"partial_first": b.partial_first_dropped,
+                             "incomplete_last": b.incomplete_last_dropped}
+               for b in session.loop.builders}
+    stages = session.timer.summary()
+    om_stats = getattr(session.om, "stats", None)
+    strategy = session.strategy
+    matrices = session.matrices
+    report: dict[str, Any] = {
+        "himari_version": __version__,
+        "inputs": session.source.describe(),
+        "instrument": {"id": inst.id, "tick_size": str(inst.tick_size),
+                       "lot_size": str(inst.lot_size), "multiplier": str(inst.multiplier),
+                       "currency": inst.currency},
+        "strategy": {"name": session.cfg.strategy.name, "bar_spec": session.primary_spec,
+                     "decisions": strategy.decisions, "intents": strategy.intents,
+                     "refused_by_risk": strategy.refused},
+        "ticks": ticks,
+        "batches": session.loop.batches,
+        "bars": sum(bar_counts.values()),
+        "bars_by_spec": bar_counts,
+        "bars_dropped": dropped,
+        "decisions": strategy.decisions,
+        "orders": int(session.bus.published.get("OrderSubmitted", 0)),
+        "orders_rejected_by_risk": _rejected(session),
+        "orders_rejected_by_venue": int(session.bus.published.get("OrderRejected", 0)),
+        "fills": len(session.fills),
+        "round_trips": len(trips),
+        "malformed_rows": session.source.malformed(),
+        "starting_cash": str(cash0),
+        "pnl": str(realized + unrealized - fees),
+        "pnl_gross": str(realized + unrealized),
+        "realized_pnl": str(realized),
+        "unrealized_pnl": str(unrealized),
+        "fees": str(fees),
+        "final_position_lots": session.om.position(inst.id),
+        "sharpe": round(metrics.sharpe_ratio(ts, eq, float(cash0)), 4),
+        "max_drawdown": round(dd_money, 6),
+        "max_drawdown_pct": round(100 * dd_frac, 6),
+        "win_rate": round(metrics.win_rate([t.net_pnl for t in trips]), 6),
+        "exposure": round(metrics.exposure(pos), 6),
+        "ticks_per_second": round(ticks / loop_seconds, 1) if loop_seconds > 0 else 0.0,
+        "ticks_per_second_end_to_end": round(ticks / total_seconds, 1) if total_seconds > 0 else 0.0,
+        "seconds": {"loop": round(loop_seconds, 4), "total": round(total_seconds, 4)},
+        "stage_latency_us": stages,
+        "stage_latency_note": ("bars and venue_match: per batch (items = ticks); handlers: per "
+                               "event, inclusive of the handlers they publish to synchronously"),
+        "risk": {"halted": bool(getattr(session.risk, "halted", False))},
+        "bus": {"published": dict(session.bus.published),
+                "handler_errors": dict(session.bus.handler_errors),
+                "queues": session.bus.queue_stats()},
+    }
+    if om_stats is not None:
+        report["order_manager"] = _plain(om_stats() if callable(om_stats) else om_stats)
+    if matrices is not None:
+        report["matrices"] = _plain(getattr(matrices, "stats", lambda: {})()
+                                    if callable(getattr(matrices, "stats", None)) else {})
+    return report
+
+
+def _rejected(session: "Session") -> int:
+    return int(session.strategy.refused)
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, Decimal):
+        return str(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    return obj
+
+
+def write_report(session: "Session", report: dict[str, Any], out_dir: Path) -> dict[str, str]:
+    from himari.daemon.app import as_arrays
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {"report": str(out_dir / "report.json"), "fills": str(out_dir / "fills.csv"),
+             "equity": str(out_dir / "equity.html")}
+    if session.recorder is not None:
+        files["decisions"] = str(session.recorder.path)
+    if session.journal is not None:
+        files["journal"] = str(out_dir / "journal.jsonl")
+    report["files"] = files
+    write_fills_csv(out_dir / "fills.csv", session.fills, {session.instrument.id: session.instrument})
+    ts, eq, _ = as_arrays(session.curve)
+    write_equity_html(out_dir / "equity.html", ts, eq,
+                      f"himari replay: equity of {session.cfg.strategy.name} on {session.instrument.id}")
+    write_json(out_dir / "report.json", report)
+    return files
+
+
+def summary_text(report: dict[str, Any]) -> str:
+    lines = ["himari replay summary"]
+    for item in report["inputs"]:
+        lines.append(f"  input: {item['input']}: {item['description']}")
+    keys = ["ticks", "bars", "decisions", "orders", "fills", "round_trips", "malformed_rows",
+            "pnl", "fees", "sharpe", "max_drawdown", "max_drawdown_pct", "win_rate", "exposure",
+            "ticks_per_second", "ticks_per_second_end_to_end"]
+    for k in keys:
+        v = report[k]
+        lines.append(f"  {k:<28} {v:,}" if isinstance(v, (int, float)) and not isinstance(v, bool)
+                     else f"  {k:<28} {v}")
+    lines.append("  stage latency (us)            p50        p99      count")
+    for stage, s in sorted(report["stage_latency_us"].items()):
+        lines.append(f"    {stage:<26} {s['p50']:>9.2f} {s['p99']:>10.2f} {s['count']:>10,}")
+    for name, path in report.get("files", {}).items():
+        lines.append(f"  wrote {name}: {path}")
+    return "\n".join(lines)
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    print(summary_text(report), file=sys.stdout, flush=True)
