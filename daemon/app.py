@@ -113,7 +113,7 @@ def build_session(cfg: HimariConfig, data_paths: list[str], out_dir: Path) -> Se
         from himari.daemon.matrices.stage import MatrixStage
 
         matrices = MatrixStage(bus, ids, instrument, cfg.matrices.tactical, cfg.matrices.strategic,
-                               plugins.synergy_config(cfg))
+                               plugins.synergy_detector(cfg, ids))
 
     fills: list[Fill] = []
     bus.subscribe(Fill, fills.append, name="report.fills", order=200)

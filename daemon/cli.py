@@ -28,10 +28,14 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--speed", type=float, default=None,
                    help="0 = as fast as possible; N = N times the recorded speed")
     r.add_argument("--quiet", action="store_true", help="no summary on stdout")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key, e.g. --set strategy.params.bar_spec=20t")
 
     d = sub.add_parser("run", help="run the daemon on a config file")
     d.add_argument("--config", required=True, help="TOML config file")
     d.add_argument("--out", default=None, help="output directory for replay mode")
+    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key")
 
     c = sub.add_parser("check-config", help="validate a config file and exit")
     c.add_argument("file")
@@ -83,11 +87,11 @@ def _check_config(path: str) -> int:
     return EXIT_OK
 
 
-def _setup(cfg_path: str | None):  # type: ignore[no-untyped-def]
+def _setup(cfg_path: str | None, overrides: list[str]):  # type: ignore[no-untyped-def]
     from himari.daemon.config import load_config
     from himari.daemon.logs import configure_logging
 
-    cfg = load_config(cfg_path)
+    cfg = load_config(cfg_path, overrides)
     configure_logging(cfg.log.level, cfg.log.format)
     return cfg
 
@@ -97,7 +101,7 @@ def _replay(args: argparse.Namespace) -> int:
 
     from himari.daemon.config import ReplayConfig
 
-    cfg = _setup(args.config)
+    cfg = _setup(args.config, args.set)
     if args.speed is not None:
         if args.speed < 0:
             raise ConfigError("--speed", args.speed, "a number >= 0")
@@ -123,7 +127,7 @@ def _run_replay(cfg, data: list[str], out: Path, quiet: bool = False) -> int:  #
 
 
 def _run(args: argparse.Namespace) -> int:
-    cfg = _setup(args.config)
+    cfg = _setup(args.config, args.set)
     if cfg.daemon.mode != "replay":
         raise ConfigError("daemon.mode", cfg.daemon.mode,
                           "'replay' in this version (paper and live need the broker adapters "

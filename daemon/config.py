@@ -29,7 +29,7 @@ _SECRET_KEY = re.compile(r"(secret|password|passwd|api_key|apikey|token|private_
 class InstrumentConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The traded instrument. "auto" sizes are inferred from the data file (file replays only)."""
 
-    id: str = "SYN"
+    id: str = ""  # "" = "SYN" for the synthetic stream, else the first data file's name
     tick_size: str = "auto"
     lot_size: str = "auto"
     multiplier: Decimal = Decimal(1)
@@ -47,7 +47,7 @@ class InstrumentConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
                     raise ConfigError(f"instrument.{key}", value, '"auto" or a positive decimal string')
         if not self.multiplier.is_finite() or self.multiplier <= 0:
             raise ConfigError("instrument.multiplier", str(self.multiplier), "a positive decimal")
-        if not re.fullmatch(r"[A-Za-z0-9._\-/]{1,64}", self.id):
+        if self.id and not re.fullmatch(r"[A-Za-z0-9._\-/]{1,64}", self.id):
             raise ConfigError("instrument.id", self.id, "1-64 characters of A-Z a-z 0-9 . _ - /")
 
 
@@ -162,7 +162,7 @@ def _merge(where: list[str], key: list[str]) -> list[str]:
 
 
 def _path(at: str) -> list[str]:
-    # msgspec paths look like "$.risk.max_order_lots" or "$.feed.paths[0]"
+    # msgspec paths look like "$.risk.max_order_quantity" or "$.feed.paths[0]"
     return [p for p in re.split(r"[.\[\]]+", at.removeprefix("$")) if p]
 
 
@@ -204,11 +204,34 @@ def _refuse_secrets(raw: Any, path: list[str]) -> None:
             _refuse_secrets(v, path + [str(k)])
 
 
-def parse_config(text: str, source: str = "<string>") -> HimariConfig:
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one `--set section.key=value` (the value in TOML syntax; bare words are strings)."""
+    key, sep, text = assignment.partition("=")
+    key = key.strip()
+    if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
+        raise ConfigError("--set", assignment, "KEY=VALUE with a dotted key, e.g. risk.max_position=3")
+    try:
+        value = tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(key, assignment, f"'{part}' is a value, not a table")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_config(text: str, source: str = "<string>",
+                 overrides: list[str] | None = None) -> HimariConfig:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("(file)", source, f"valid TOML ({exc})") from None
+    for assignment in overrides or []:
+        apply_override(raw, assignment)
     _refuse_secrets(raw, [])
     cfg: HimariConfig = decode_section(raw, HimariConfig)
     # Plugin parameters are decoded now, so a bad strategy or venue setting refuses to start.
@@ -220,15 +243,15 @@ def parse_config(text: str, source: str = "<string>") -> HimariConfig:
     return cfg
 
 
-def load_config(path: str | Path | None) -> HimariConfig:
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> HimariConfig:
     if path is None:
-        return HimariConfig()
+        return parse_config("", "<defaults>", overrides) if overrides else HimariConfig()
     p = Path(path)
     try:
         text = p.read_text()
     except OSError as exc:
         raise ConfigError("--config", str(p), f"a readable TOML file ({exc.strerror})") from None
-    return parse_config(text, str(p))
+    return parse_config(text, str(p), overrides)
 
 
 def default_config() -> HimariConfig:

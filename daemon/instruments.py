@@ -5,7 +5,6 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 
 import msgspec
-import numpy as np
 
 
 class InstrumentError(ValueError):
@@ -67,37 +66,3 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True):
     def money(self, tick_lots: int) -> Decimal:
         """Convert an amount in tick*lot units (price difference in ticks times lots) to money."""
         return self.tick_value * tick_lots
-
-    # ---- vector conversions (feeds)
-
-    def prices_to_ticks(self, prices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Float prices to int64 ticks. Returns (ticks, ok) where `ok` is False for non-finite,
-        non-positive or off-grid values (more than 1e-6 tick from a tick)."""
-        tick = float(self.tick_size)
-        scaled = np.asarray(prices, dtype=np.float64) / tick
-        finite = np.isfinite(scaled)
-        rounded = np.where(finite, np.rint(scaled), 0.0)
-        ok = finite & (rounded > 0) & (np.abs(scaled - rounded) <= 1e-6 * np.maximum(1.0, np.abs(rounded)) + 1e-6)
-        return rounded.astype(np.int64), ok
-
-    def sizes_to_lots(self, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Float sizes to int64 lots, rounded to the nearest lot. `ok` is False for non-finite or
-        negative sizes."""
-        lot = float(self.lot_size)
-        scaled = np.asarray(sizes, dtype=np.float64) / lot
-        finite = np.isfinite(scaled)
-        rounded = np.where(finite, np.rint(scaled), 0.0)
-        ok = finite & (rounded >= 0)
-        return rounded.astype(np.int64), ok
-
-
-def infer_tick_size(prices: np.ndarray, max_decimals: int = 10) -> Decimal:
-    """The coarsest power-of-ten tick on which every finite price lies (used when a data file's
-    instrument does not state its tick size)."""
-    p = np.asarray(prices, dtype=np.float64)
-    p = p[np.isfinite(p)]
-    for decimals in range(0, max_decimals + 1):
-        scaled = p * (10.0 ** decimals)
-        if np.all(np.abs(scaled - np.rint(scaled)) <= 1e-6 * np.maximum(1.0, np.abs(scaled))):
-            return Decimal(1).scaleb(-decimals)
-    return Decimal(1).scaleb(-max_decimals)

@@ -49,3 +49,8 @@ def synergy_config(cfg: Any) -> Any:
 
     mod = importlib.import_module(SYNERGY)
     return decode_section(cfg.matrices.synergy, mod.SynergyConfig, "matrices.synergy")
+
+
+def synergy_detector(cfg: Any, ids: Any) -> Any:
+    mod = importlib.import_module(SYNERGY)
+    return mod.SynergyDetector(synergy_config(cfg), ids)

@@ -8,7 +8,9 @@ replayed, honestly: bars replayed as ticks are labelled as such.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from decimal import Decimal
 from typing import Any
 
@@ -20,12 +22,13 @@ from himari.daemon.instruments import Instrument
 
 
 class ReplaySource:
-    def __init__(self, cfg: HimariConfig, feeds: list[Any], labels: list[str]) -> None:
+    def __init__(self, cfg: HimariConfig, feeds: list[Any], labels: list[str],
+                 instrument_id: str) -> None:
         self._feeds = feeds
         self._labels = labels
         first = feeds[0].instrument
         icfg = cfg.instrument
-        self.instrument = Instrument(id=icfg.id, tick_size=first.tick_size,
+        self.instrument = Instrument(id=instrument_id, tick_size=first.tick_size,
                                      lot_size=first.lot_size, multiplier=icfg.multiplier,
                                      currency=icfg.currency)
 
@@ -78,19 +81,26 @@ def open_source(cfg: HimariConfig, paths: list[str]) -> ReplaySource:
         from himari.daemon.feeds.synthetic import SyntheticFeed
 
         feed = SyntheticFeed(cfg.feed)
-        return ReplaySource(cfg, [feed], ["synthetic"])
+        return ReplaySource(cfg, [feed], ["synthetic"], cfg.instrument.id or "SYN")
 
     from himari.daemon.feeds.files import open_file_feed
 
     icfg = cfg.instrument
+    instrument_id = icfg.id or _id_from_path(paths[0])
     tick = None if icfg.tick_size == "auto" else Decimal(icfg.tick_size)
     lot = None if icfg.lot_size == "auto" else Decimal(icfg.lot_size)
     feeds = []
     for path in paths:
-        feed = open_file_feed(path, cfg.feed, icfg.id, tick, lot)
+        feed = open_file_feed(path, cfg.feed, instrument_id, tick, lot)
         if tick is None:  # later files use the first file's grid
             tick = feed.instrument.tick_size
         if lot is None:
             lot = feed.instrument.lot_size
         feeds.append(feed)
-    return ReplaySource(cfg, feeds, list(paths))
+    return ReplaySource(cfg, feeds, list(paths), instrument_id)
+
+
+def _id_from_path(path: str) -> str:
+    """An instrument id from a file name: its stem, limited to the characters ids allow."""
+    stem = re.sub(r"[^A-Za-z0-9._\-]", "_", Path(path).stem)[:64]
+    return stem or "DATA"

@@ -122,7 +122,7 @@ def _grid(probs: _Problems, values: dict[str, np.ndarray], step: Decimal | None,
         if what == "tick":
             if exact:
                 probs.add(good & ~on_grid, f"{role} {{v}} is not a multiple of the tick size {step}", role)
-            probs.add(good & on_grid & (ints <= 0), f"{role} {{v}} rounds to 0 ticks", role)
+            probs.add(good & (ints <= 0), f"{role} {{v}} does not fit the tick size {step}", role)
         out[role] = ints  # sizes are rounded to the nearest lot, never rejected for it
     return out, step
 

@@ -7,8 +7,8 @@ aggressor text (buy/sell/b/s/1/-1) or buyer-maker flags (true = the buyer was th
 aggressor sold: -1) to +1/-1/0.
 
 Grid: a value v is on a grid of step g when |v/g - rint(v/g)| <= 1e-6 + 1e-12 |v/g|, i.e. within a
-millionth of a step plus float64 representation error. (instruments.infer_tick_size uses a
-tolerance of 1e-6 |v/g|, which for 39432.48 accepts a step of 0.1; this module does not.)
+millionth of a step plus float64 representation error (a tolerance of 1e-6 |v/g| alone would
+accept a step of 0.1 for 39432.48).
 """
 
 from __future__ import annotations
@@ -104,8 +104,10 @@ def infer_step(values: np.ndarray, max_decimals: int = 10) -> tuple[Decimal, boo
     while start < max_decimals and _off_grid(sample, start).any():
         start += 1  # the sample's need is a lower bound for the whole array
     for decimals in range(start, max_decimals + 1):
-        if not _off_grid(v, decimals).any():
+        off = _off_grid(v, decimals)
+        if not off.any():
             return Decimal(1).scaleb(-decimals), True
+        v = v[off]  # a value on a grid is on every finer one: recheck only the misfits
     return Decimal(1).scaleb(-max_decimals), False
 
 

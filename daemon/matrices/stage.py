@@ -23,14 +23,22 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from himari.daemon.bus import Bus
-from himari.daemon.events import Bar, FeatureMatrix
+from himari.daemon.events import Bar, FeatureMatrix, SynergyDetected
 from himari.daemon.ids import IdSource
 from himari.daemon.instruments import Instrument
 from himari.daemon.matrices.strategic import StrategicAssembler, StrategicConfig
 from himari.daemon.matrices.tactical import TacticalAssembler, TacticalConfig
-from himari.strategies.synergy import SynergyConfig, SynergyDetector
 
 BAR_SPEC = "5m"
+
+
+class SynergyLike(Protocol):
+    """The synergy detector (strategies/synergy.py), injected so daemon/ imports no strategy."""
+
+    def evaluate_all(self, tactical: FeatureMatrix,
+                     strategic: FeatureMatrix | None) -> list[SynergyDetected]: ...
+
+    def observe_strategic(self, strategic: FeatureMatrix) -> None: ...
 
 
 class StrategicLike(Protocol):
@@ -45,14 +53,14 @@ class MatrixStage:
 
     def __init__(self, bus: Bus, ids: IdSource, instrument: Instrument,
                  tactical_cfg: TacticalConfig, strategic_cfg: StrategicConfig,
-                 synergy_cfg: SynergyConfig | None = None, *,
+                 synergy: SynergyLike | None = None, *,
                  strategic: StrategicLike | None = None) -> None:
         self.bus = bus
         self.instrument = instrument
         self.tactical = TacticalAssembler(tactical_cfg, instrument, ids)
         self.strategic: StrategicLike = (
             strategic if strategic is not None else StrategicAssembler(strategic_cfg, instrument, ids))
-        self.synergy = SynergyDetector(synergy_cfg, ids) if synergy_cfg is not None else None
+        self.synergy = synergy
         self._last_ts: int | None = None
         self.bars = 0
         self.foreign_instrument = 0
@@ -64,6 +72,17 @@ class MatrixStage:
 
     def on_bar(self, bar: Bar) -> None:
         self._process(bar, publish=True)
+
+    def warmup(self) -> None:
+        """Compile (or load from numba's cache) the strategic kernels before the daemon is ready."""
+        from himari.daemon.matrices import strategic
+
+        strategic.warmup()
+
+    def stats(self) -> dict[str, int]:
+        return {"bars_5m": self.bars, "tactical_published": self.tactical_published,
+                "strategic_published": self.strategic_published, "synergies": self.synergies,
+                "out_of_order": self.out_of_order, "foreign_instrument": self.foreign_instrument}
 
     def prewarm(self, bars: Iterable[Bar]) -> int:
         """Run history through the assemblers and detector without publishing; returns bars used."""

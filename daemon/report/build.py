@@ -54,17 +54,17 @@ def build_report(session: "Session", loop_seconds: float, total_seconds: float) 
         "bars_dropped": dropped,
         "decisions": strategy.decisions,
         "orders": int(session.bus.published.get("OrderSubmitted", 0)),
-        "orders_rejected_by_risk": _rejected(session),
+        "orders_rejected_by_risk": sum(session.risk.rejected.values()),
         "orders_rejected_by_venue": int(session.bus.published.get("OrderRejected", 0)),
         "fills": len(session.fills),
         "round_trips": len(trips),
         "malformed_rows": session.source.malformed(),
-        "starting_cash": str(cash0),
-        "pnl": str(realized + unrealized - fees),
-        "pnl_gross": str(realized + unrealized),
-        "realized_pnl": str(realized),
-        "unrealized_pnl": str(unrealized),
-        "fees": str(fees),
+        "starting_cash": money(cash0),
+        "pnl": money(realized + unrealized - fees),
+        "pnl_gross": money(realized + unrealized),
+        "realized_pnl": money(realized),
+        "unrealized_pnl": money(unrealized),
+        "fees": money(fees),
         "final_position_lots": session.om.position(inst.id),
         "sharpe": round(metrics.sharpe_ratio(ts, eq, float(cash0)), 4),
         "max_drawdown": round(dd_money, 6),
@@ -77,7 +77,7 @@ def build_report(session: "Session", loop_seconds: float, total_seconds: float) 
         "stage_latency_us": stages,
         "stage_latency_note": ("bars and venue_match: per batch (items = ticks); handlers: per "
                                "event, inclusive of the handlers they publish to synchronously"),
-        "risk": {"halted": bool(getattr(session.risk, "halted", False))},
+        "risk": session.risk.snapshot(),
         "bus": {"published": dict(session.bus.published),
                 "handler_errors": dict(session.bus.handler_errors),
                 "queues": session.bus.queue_stats()},
@@ -90,8 +90,9 @@ def build_report(session: "Session", loop_seconds: float, total_seconds: float) 
     return report
 
 
-def _rejected(session: "Session") -> int:
-    return int(session.strategy.refused)
+def money(x: Decimal) -> str:
+    """Fixed-point text for money (never exponent notation such as 0E-8)."""
+    return format(x, "f")
 
 
 def _plain(obj: Any) -> Any:
@@ -100,7 +101,7 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
     if isinstance(obj, Decimal):
-        return str(obj)
+        return money(obj)
     if isinstance(obj, (np.integer,)):
         return int(obj)
     if isinstance(obj, (np.floating,)):
@@ -138,6 +139,11 @@ def summary_text(report: dict[str, Any]) -> str:
         v = report[k]
         lines.append(f"  {k:<28} {v:,}" if isinstance(v, (int, float)) and not isinstance(v, bool)
                      else f"  {k:<28} {v}")
+    risk = report.get("risk", {})
+    if risk.get("rejected"):
+        lines.append(f"  risk rejections              {risk['rejected']}")
+    if risk.get("halted"):
+        lines.append(f"  RISK HALTED: {risk.get('halt_reason')}")
     lines.append("  stage latency (us)            p50        p99      count")
     for stage, s in sorted(report["stage_latency_us"].items()):
         lines.append(f"    {stage:<26} {s['p50']:>9.2f} {s['p99']:>10.2f} {s['count']:>10,}")

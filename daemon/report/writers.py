@@ -29,8 +29,9 @@ def write_fills_csv(path: Path, fills: list[Fill], instruments: dict[str, Instru
         for f in fills:
             inst = instruments[f.instrument_id]
             w.writerow([f.ts_ns, f.fill_id, f.order_id, f.client_order_id, f.instrument_id,
-                        "BUY" if f.side > 0 else "SELL", inst.lots_to_qty(f.quantity),
-                        inst.ticks_to_price(f.price), f.fee, f.decision_id])
+                        "BUY" if f.side > 0 else "SELL", format(inst.lots_to_qty(f.quantity), "f"),
+                        format(inst.ticks_to_price(f.price), "f"), format(f.fee, "f"),
+                        f.decision_id])
 
 
 def write_equity_html(path: Path, ts_ns: np.ndarray, equity: np.ndarray, title: str) -> None:

@@ -23,8 +23,10 @@ _SECTION = "risk"
 
 class RiskConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     # ---- limits (spec 1.7)
-    max_position_lots: int = 10  # max |net position| after an order that increases it
-    max_order_lots: int = 5  # max lots per order and per sizing decision
+    # Quantities in instrument units (contracts, shares, coins); the engine converts them to
+    # whole lots of the instrument, rounding down.
+    max_position: Decimal = Decimal(10)  # max |net position| after an order that increases it
+    max_order_quantity: Decimal = Decimal(5)  # max per order and per sizing decision
     max_notional: Decimal = Decimal("500000")  # max |position| x price x point value, currency
     price_collar_pct: float = 5.0  # reference price within +-collar of the last trade price
     max_orders_per_minute: int = 60  # approved orders in any sliding 60 s of event time
@@ -58,8 +60,8 @@ class RiskConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             if not math.isfinite(value):  # NaN slips through range comparisons
                 raise ConfigError(key(name), value, "a finite number")
 
-        check_range(key("max_position_lots"), self.max_position_lots, 1, 1_000_000)
-        check_range(key("max_order_lots"), self.max_order_lots, 1, 1_000_000)
+        _check_money(key("max_position"), Decimal(self.max_position), positive=True)
+        _check_money(key("max_order_quantity"), Decimal(self.max_order_quantity), positive=True)
         _check_money(key("max_notional"), self.max_notional, positive=True)
         check_range(key("price_collar_pct"), self.price_collar_pct, 0.0, 100.0, lo_open=True)
         check_range(key("max_orders_per_minute"), self.max_orders_per_minute, 1, 100_000)

@@ -45,6 +45,12 @@ _MICRO = Decimal(1_000_000)
 _I64_MAX = 2**63 - 1
 
 
+def _to_lots(quantity: Decimal | int, instrument: Instrument) -> int:
+    """A quantity limit in instrument units as whole lots, rounded down (never loosened)."""
+    return min(_I64_MAX, int((Decimal(quantity) / instrument.lot_size).to_integral_value(
+        rounding=ROUND_FLOOR)))
+
+
 def to_micro(amount: Decimal) -> int:
     """Money to int64 micro-units, floored (a lower equity only ever rejects more)."""
     units = int((amount * _MICRO).to_integral_value(rounding=ROUND_FLOOR))
@@ -58,8 +64,8 @@ class RiskEngine:
         self._ids = ids
         ints, floats = H.new_arrays()
         tick_value = instrument.tick_value
-        ints[H.I_MAX_ORDER] = cfg.max_order_lots
-        ints[H.I_MAX_POSITION] = cfg.max_position_lots
+        ints[H.I_MAX_ORDER] = _to_lots(cfg.max_order_quantity, instrument)
+        ints[H.I_MAX_POSITION] = _to_lots(cfg.max_position, instrument)
         # floor(max_notional / tick_value) in tick*lot units makes the notional check exact
         ints[H.I_MAX_NOTIONAL_TL] = min(
             _I64_MAX, int((cfg.max_notional / tick_value).to_integral_value(rounding=ROUND_FLOOR)))
@@ -318,9 +324,11 @@ class RiskEngine:
         if code == K.KILL_SWITCH:
             return f"kill switch is halted ({self._halt_reason}); only position-reducing orders pass"
         if code == K.MAX_ORDER_QTY:
-            return f"order quantity {qty} lots exceeds max_order_lots {int(limit)}"
+            return (f"order quantity {qty} lots exceeds max_order_quantity "
+                    f"{self.cfg.max_order_quantity} ({int(limit)} lots)")
         if code == K.MAX_POSITION:
-            return f"resulting position {new} lots exceeds max_position_lots {int(limit)}"
+            return (f"resulting position {new} lots exceeds max_position {self.cfg.max_position} "
+                    f"({int(limit)} lots)")
         if code == K.NO_MARKET_DATA:
             return f"no trade price seen yet for {self.instrument.id}"
         if code == K.STALE_DATA:

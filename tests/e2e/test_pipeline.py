@@ -72,7 +72,7 @@ slow = 20
 bar_spec = "100t"
 quantity = "6"
 [risk]
-max_order_lots = 5
+max_order_quantity = 5
 [replay]
 progress = false
 [log]

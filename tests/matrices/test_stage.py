@@ -17,7 +17,7 @@ from himari.daemon.instruments import Instrument
 from himari.daemon.matrices.stage import MatrixStage
 from himari.daemon.matrices.strategic import StrategicConfig
 from himari.daemon.matrices.tactical import TacticalConfig
-from himari.strategies.synergy import SynergyConfig
+from himari.strategies.synergy import SynergyConfig, SynergyDetector
 
 INST = Instrument(id="TEST", tick_size=Decimal("0.1"))
 STEP = 300 * 10**9
@@ -72,7 +72,8 @@ def make_stage(signals=None, synergy: bool = True):
     recorder(bus, log)
     fake = FakeStrategic(log, ids, signals or {})
     stage = MatrixStage(bus, ids, INST, TacticalConfig(), None,  # type: ignore[arg-type]
-                        SynergyConfig() if synergy else None, strategic=fake)
+                        SynergyDetector(SynergyConfig(), ids) if synergy else None,
+                        strategic=fake)
     return bus, stage, log
 
 
@@ -143,7 +144,8 @@ def test_with_real_strategic_assembler():
     seen: list[tuple[str, int]] = []
     bus.subscribe(FeatureMatrix, lambda e: seen.append((e.kind, e.ts_ns)), name="rec", order=50)
     bus.subscribe(SynergyDetected, lambda e: seen.append(("synergy", e.ts_ns)), name="rs", order=50)
-    stage = MatrixStage(bus, ids, INST, TacticalConfig(), StrategicConfig(), SynergyConfig())
+    stage = MatrixStage(bus, ids, INST, TacticalConfig(), StrategicConfig(),
+                        SynergyDetector(SynergyConfig(), ids))
     rng = np.random.default_rng(5)
     c = 1000.0
     for t in range(1, 13 * 6 + 1):  # 78 five-minute bars from a 30-minute boundary: 13 closes
@@ -168,7 +170,8 @@ def test_gap_closes_strategic_before_next_tactical():
     bus, ids = Bus(), IdSource()
     seen: list[tuple[str, int]] = []
     bus.subscribe(FeatureMatrix, lambda e: seen.append((e.kind, e.ts_ns)), name="rec", order=50)
-    stage = MatrixStage(bus, ids, INST, TacticalConfig(), StrategicConfig(), SynergyConfig())
+    stage = MatrixStage(bus, ids, INST, TacticalConfig(), StrategicConfig(),
+                        SynergyDetector(SynergyConfig(), ids))
     for t in (1, 2, 3, 4, 5, 8):  # slot 6 (the end of the first interval) and 7 have no bar
         bus.publish(bar(t, 100, 101, 99, 100.5))
     assert bus.handler_errors == {}
@@ -197,7 +200,7 @@ def test_flushed_strategic_signals_are_evaluated_first():
 
     recorder(det_bus, log)
     stage = MatrixStage(det_bus, ids, INST, TacticalConfig(), None,  # type: ignore[arg-type]
-                        SynergyConfig(), strategic=Flushing(log, ids, {}))
+                        SynergyDetector(SynergyConfig(), ids), strategic=Flushing(log, ids, {}))
     # the FVG vector on slots 4, 5, 7, 8 (slot 6 quiet): gap at 7, mitigation at 8
     for t, x in zip((4, 5, 7, 8), FVG_BARS):
         det_bus.publish(bar(t, *x))
@@ -241,7 +244,8 @@ def test_real_btc_pipeline_invariants():
     bus.subscribe(FeatureMatrix, events.append, name="rec", order=50)
     bus.subscribe(SynergyDetected, events.append, name="rs", order=50)
     inst = Instrument(id="BTC", tick_size=Decimal(1))
-    stage = MatrixStage(bus, ids, inst, TacticalConfig(), StrategicConfig(), SynergyConfig())
+    stage = MatrixStage(bus, ids, inst, TacticalConfig(), StrategicConfig(),
+                        SynergyDetector(SynergyConfig(), ids))
     for b in bars:
         bus.publish(b)
     assert bus.handler_errors == {}

@@ -13,7 +13,8 @@ import pytest
 from himari.daemon.configbase import ConfigError
 from himari.daemon.events import Bar, OrderIntent, RiskVerdict, TickBatch
 from himari.daemon.ids import IdSource
-from himari.daemon.instruments import Instrument, infer_tick_size
+from himari.daemon.feeds.values import infer_step, to_grid
+from himari.daemon.instruments import Instrument
 from himari.daemon.risk.config import RiskConfig, pct_to_ppm
 from himari.daemon.risk.engine import NS_PER_DAY, RiskEngine
 
@@ -54,7 +55,7 @@ def rule(v: RiskVerdict) -> str:
 
 def test_config_defaults_follow_the_spec() -> None:
     c = RiskConfig()
-    assert (c.max_position_lots, c.max_order_lots, c.max_notional) == (10, 5, Decimal(500000))
+    assert (c.max_position, c.max_order_quantity, c.max_notional) == (10, 5, Decimal(500000))
     assert (c.price_collar_pct, c.max_orders_per_minute, c.daily_loss_limit_pct) == (5.0, 60, 2.0)
     assert (c.max_drawdown_pct, c.kelly_fraction, c.per_trade_risk_pct) == (5.0, 0.25, 2.0)
     assert (c.stop_atr_mult, c.target_atr_mult, c.atr_period) == (1.5, 3.0, 14)
@@ -64,7 +65,7 @@ def test_config_defaults_follow_the_spec() -> None:
 
 
 @pytest.mark.parametrize("key,value", [
-    ("max_position_lots", 0), ("max_order_lots", -1), ("max_notional", Decimal(0)),
+    ("max_position", 0), ("max_order_quantity", -1), ("max_notional", Decimal(0)),
     ("price_collar_pct", 0.0), ("max_orders_per_minute", 0), ("daily_loss_limit_pct", 101.0),
     ("max_drawdown_pct", float("nan")), ("kelly_fraction", 1.5), ("per_trade_risk_pct", 0.0),
     ("stop_atr_mult", 3.5), ("target_atr_mult", 0.5), ("atr_period", 0), ("stale_data_s", -1.0),
@@ -272,7 +273,7 @@ def test_sized_entry_plans_the_bracket_and_caps_the_size() -> None:
 
 
 def test_sized_entry_uses_the_kelly_budget() -> None:
-    big = dict(max_order_lots=1000, max_position_lots=1000, max_notional=Decimal(10**9))
+    big = dict(max_order_quantity=1000, max_position=1000, max_notional=Decimal(10**9))
     e = engine(**big)
     assert e.validate(intent(0), 0, SEC).quantity == 133  # floor(2000 / 15)
     e2 = engine(round_trip_fee=Decimal("5"), **big)
@@ -286,7 +287,7 @@ def test_sized_entry_uses_the_kelly_budget() -> None:
 
 
 def test_intent_levels_replace_the_plan_and_drive_the_size() -> None:
-    big = dict(max_order_lots=1000, max_position_lots=1000, max_notional=Decimal(10**9))
+    big = dict(max_order_quantity=1000, max_position=1000, max_notional=Decimal(10**9))
     e = engine(**big)
     v = e.validate(intent(0, stop_loss=LAST - 100, take_profit=LAST + 300), 0, SEC)
     assert (v.quantity, v.stop_loss, v.take_profit) == (16, LAST - 100, LAST + 300)  # 2000/125
@@ -353,9 +354,10 @@ def test_atr_and_bracket_on_real_btc_bars() -> None:
         pytest.skip(f"real market data not found at {path}")
     raw = np.genfromtxt(path, delimiter=",", skip_header=1, usecols=(1, 2, 3, 4),
                         max_rows=3000)
-    tick = infer_tick_size(raw.ravel())
+    tick, exact = infer_step(raw.ravel())
+    assert exact
     inst = Instrument(id="BTC-PERP", tick_size=tick)
-    ticks, ok = inst.prices_to_ticks(raw)
+    ticks, ok = to_grid(raw, tick)
     assert ok.all()
     # 1-minute rows -> 5-minute bars (high max, low min, last close)
     t5 = ticks[: len(ticks) // 5 * 5].reshape(-1, 5, 4)
