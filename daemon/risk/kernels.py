@@ -188,9 +188,14 @@ def kelly_fraction_of(n_trades: int, wins: int, losses: int, sum_win: float, sum
     if n_trades >= 30:
         if wins <= 0 or not sum_win > 0.0:
             return -(1.0 - p)  # b = 0: no edge
-        if losses <= 0 or not sum_loss > 0.0:
-            return p  # b = inf
-        b = (sum_win / wins) / (sum_loss / losses)
+        mean_loss = sum_loss / losses if losses > 0 else 0.0
+        if not mean_loss > 0.0:
+            return p  # b = inf (no losses, or losses too small to represent)
+        b = (sum_win / wins) / mean_loss
+        if not b < math.inf:
+            return p
+        if not b > 0.0:
+            return -(1.0 - p)
     else:
         b = _clip(m_tp, M_TP_LO, M_TP_HI) / _clip(m_sl, M_SL_LO, M_SL_HI)
     return (b * p - (1.0 - p)) / b
