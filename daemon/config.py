@@ -177,12 +177,12 @@ def decode_section(raw: dict[str, Any], cls: type, prefix: str = "") -> Any:
             text, at = msg, "$"
         at = at.rstrip("`")
         path = _path(at)
-        where = ([prefix] if prefix else []) + path
+        where = (prefix.split(".") if prefix else []) + path
         if text.startswith("config key "):  # raised by a section's own range check
             m = re.match(r"config key '([^']+)' = (.*?) is not allowed: (.*)", text, re.S)
             if m:
                 key = ".".join(_merge(where, m.group(1).split(".")))
-                raise ConfigError(key, m.group(2), m.group(3)) from None
+                raise ConfigError(key, m.group(2), m.group(3), value_text=m.group(2)) from None
         unknown = re.match(r"Object contains unknown field `([^`]+)`", text)
         if unknown:
             owner = _struct_at(cls, path)

@@ -14,9 +14,10 @@ from typing import Any
 class ConfigError(ValueError):
     """Bad configuration: names the key, the offending value and what is allowed."""
 
-    def __init__(self, key: str, value: Any, allowed: str) -> None:
+    def __init__(self, key: str, value: Any, allowed: str, *, value_text: str | None = None) -> None:
         self.key, self.value, self.allowed = key, value, allowed
-        super().__init__(f"config key '{key}' = {value!r} is not allowed: {allowed}")
+        shown = value_text if value_text is not None else repr(value)
+        super().__init__(f"config key '{key}' = {shown} is not allowed: {allowed}")
 
 
 
