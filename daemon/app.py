@@ -198,7 +198,7 @@ async def _batches(source: ReplaySource, speed: float) -> AsyncIterator[TickBatc
 
 async def run_replay(cfg: HimariConfig, data_paths: list[str], out_dir: Path,
                      on_ready: Any = None) -> dict[str, Any]:
-    from himari.daemon.report.build import build_report, write_report
+    from himari.daemon.report.build import build_report, write_artifacts, write_json_report
 
     t_start = time.perf_counter()
     session = build_session(cfg, data_paths, out_dir)
@@ -234,10 +234,11 @@ async def run_replay(cfg: HimariConfig, data_paths: list[str], out_dir: Path,
             await session.recorder.close(recorder_task)
         if session.journal is not None:
             session.journal.close()
-    report = build_report(session, loop_seconds=t_end_loop - t_loop,
-                          total_seconds=time.perf_counter() - t_start)
-    write_report(session, report, out_dir)
-    report["total_seconds_with_report"] = round(time.perf_counter() - t_start, 4)
+    files = write_artifacts(session, out_dir)
+    t_written = time.perf_counter()
+    report = build_report(session, files, startup_seconds=t_ready - t_start,
+                          loop_seconds=t_end_loop - t_loop, replay_seconds=t_written - t_loop)
+    write_json_report(out_dir, report)
     return report
 
 

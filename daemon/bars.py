@@ -9,11 +9,13 @@ Rules (spec features.md section 1):
 - Tick bars close after `count` ticks; volume bars after at least `threshold` lots (the closing tick
   is inside the bar; its whole size counts, no splitting). Their `ts_close` is the last tick's time.
 
-How the runner uses a builder: `scan(batch, start)` runs the kernel from `start` and stops at the
-first bar close, reporting the *gap* at which it happened: gap g means "between tick g-1 and tick g".
-A time bar closed by tick k closes at gap k; a tick/volume bar completed by tick k closes at gap k+1.
-The runner publishes the bar when the venue has processed every tick before the gap, so an order
-placed on the bar fills against the next tick, exactly as live.
+How the runner uses a builder: bars depend only on ticks, never on orders, so `start_batch(batch)`
+runs the kernel over the whole batch in one call and records every bar close with the *gap* at which
+it happened: gap g means "between tick g-1 and tick g". A time bar closed by tick k closes at gap k;
+a tick/volume bar completed by tick k closes at gap k+1. The runner then walks those closes in order
+(`scan` peeks at the next one, `take_bar` emits it) and publishes each bar once the venue has
+processed every tick before its gap, so an order placed on the bar fills against the next tick,
+exactly as live. One kernel call per batch keeps Numba's per-call dispatch cost off the tick path.
 """
 
 from __future__ import annotations
@@ -119,6 +121,39 @@ def scan_bars(state, kind, param, ts, px, sz, start, stop):
     return NO_EVENT
 
 
+# Columns of the per-batch bar-close table written by `scan_batch`.
+E_GAP, E_TS_OPEN, E_TS_CLOSE, E_O, E_H, E_L, E_C, E_V, E_N, E_PARTIAL = range(10)
+EVENT_COLUMNS = 10
+
+
+@numba.njit(cache=True)
+def scan_batch(state, kind, param, ts, px, sz, start, stop, out):
+    """Run `scan_bars` over ticks [start, stop), writing one row of `out` per bar close (its gap,
+    fields and whether it is the dropped partial first bar). Returns the number of rows. `out` needs
+    stop - start + 1 rows at most (one close per gap)."""
+    m = 0
+    k = start
+    while k < stop:
+        g = scan_bars(state, kind, param, ts, px, sz, k, stop)
+        if g == NO_EVENT:
+            break
+        out[m, E_GAP] = g
+        out[m, E_TS_OPEN] = state[S_TS_OPEN]
+        out[m, E_TS_CLOSE] = state[S_TS_CLOSE]
+        out[m, E_O] = state[S_O]
+        out[m, E_H] = state[S_H]
+        out[m, E_L] = state[S_L]
+        out[m, E_C] = state[S_C]
+        out[m, E_V] = state[S_V]
+        out[m, E_N] = state[S_N]
+        out[m, E_PARTIAL] = state[S_FIRST_PARTIAL]
+        m += 1
+        state[S_OPEN_FLAG] = 0
+        state[S_FIRST_PARTIAL] = 0
+        k = g
+    return m
+
+
 class BarBuilder:
     """One bar spec for one instrument: owns the kernel state and turns closes into `Bar` events."""
 
@@ -127,44 +162,39 @@ class BarBuilder:
         self.instrument_id = instrument_id
         self._ids = ids
         self.state = np.zeros(STATE_SIZE, dtype=np.int64)
-        self.position = 0  # next tick index to scan in the current batch
-        self.pending_gap = NO_EVENT
+        self._table = np.zeros((0, EVENT_COLUMNS), dtype=np.int64)
+        self._n = 0  # bar closes found in the current batch
+        self._cursor = 0  # the next one to emit
         self.bars_closed = 0
         self.partial_first_dropped = 0
         self.incomplete_last_dropped = 0
 
-    def start_batch(self) -> None:
-        self.position = 0
-        self.pending_gap = NO_EVENT
+    def start_batch(self, batch: TickBatch) -> None:
+        """Find every bar close in the batch (one kernel call)."""
+        n = len(batch)
+        if self._table.shape[0] < n + 1:
+            self._table = np.zeros((n + 1, EVENT_COLUMNS), dtype=np.int64)
+        self._n = int(scan_batch(self.state, self.spec.kind, self.spec.param, batch.ts_ns,
+                                 batch.price, batch.size, 0, n, self._table))
+        self._cursor = 0
 
-    def scan(self, batch: TickBatch) -> int:
-        """Find this builder's next bar close in the batch (its gap), or NO_EVENT."""
-        if self.pending_gap == NO_EVENT and self.position < len(batch):
-            gap = scan_bars(self.state, self.spec.kind, self.spec.param, batch.ts_ns, batch.price,
-                            batch.size, self.position, len(batch))
-            if gap == NO_EVENT:
-                self.position = len(batch)
-            else:
-                self.pending_gap = gap
-        return self.pending_gap
+    @property
+    def pending_gap(self) -> int:
+        """The gap of this builder's next bar close in the current batch, or NO_EVENT."""
+        return int(self._table[self._cursor, E_GAP]) if self._cursor < self._n else NO_EVENT
 
     def take_bar(self) -> Bar | None:
-        """Emit the pending bar (None when it is a dropped partial first bar) and reset."""
-        st = self.state
-        gap = self.pending_gap
-        self.pending_gap = NO_EVENT
-        self.position = gap
-        st[S_OPEN_FLAG] = 0
-        if st[S_FIRST_PARTIAL]:
-            st[S_FIRST_PARTIAL] = 0
+        """Emit the next bar close (None for the dropped partial first bar of a session)."""
+        row = self._table[self._cursor].tolist()
+        self._cursor += 1
+        if row[E_PARTIAL]:
             self.partial_first_dropped += 1
             return None
         self.bars_closed += 1
-        return Bar(event_id=self._ids.next("B"), ts_ns=int(st[S_TS_CLOSE]),
-                   instrument_id=self.instrument_id, spec=self.spec.text,
-                   ts_open=int(st[S_TS_OPEN]), ts_close=int(st[S_TS_CLOSE]), open=int(st[S_O]),
-                   high=int(st[S_H]), low=int(st[S_L]), close=int(st[S_C]), volume=int(st[S_V]),
-                   n_ticks=int(st[S_N]))
+        return Bar(event_id=self._ids.next("B"), ts_ns=row[E_TS_CLOSE],
+                   instrument_id=self.instrument_id, spec=self.spec.text, ts_open=row[E_TS_OPEN],
+                   ts_close=row[E_TS_CLOSE], open=row[E_O], high=row[E_H], low=row[E_L],
+                   close=row[E_C], volume=row[E_V], n_ticks=row[E_N])
 
     def finish(self) -> None:
         """End of data: the bar still open is incomplete and is dropped."""
@@ -178,5 +208,6 @@ def warmup() -> None:
     ts = np.array([0, 1, 2], dtype=np.int64)
     px = np.array([10, 11, 9], dtype=np.int64)
     sz = np.array([1, 1, 1], dtype=np.int64)
+    out = np.zeros((4, EVENT_COLUMNS), dtype=np.int64)
     for kind, param in ((KIND_TIME, 2), (KIND_TICK, 2), (KIND_VOLUME, 2)):
-        scan_bars(np.zeros(STATE_SIZE, dtype=np.int64), kind, param, ts, px, sz, 0, 3)
+        scan_batch(np.zeros(STATE_SIZE, dtype=np.int64), kind, param, ts, px, sz, 0, 3, out)

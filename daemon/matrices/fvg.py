@@ -70,10 +70,12 @@ class FvgOutput(NamedTuple):
     n_bear: int
 
 
-class _Gap(NamedTuple):
-    b: float
-    u: float
-    i: int
+# Hot path (once per 5-minute bar): gaps are plain (b, u, i) tuples in lists, the last two bars' high
+# and low are plain attributes, and the output tuple is built positionally (tuple.__new__ skips the
+# keyword-parsing NamedTuple constructor); the body average is only summed when the price condition
+# of a gap holds. Values are the same as a literal reading of the steps above (tests check).
+_new_tuple = tuple.__new__
+Gap = tuple[float, float, int]  # (b, u, i)
 
 
 class FvgTracker:
@@ -81,13 +83,17 @@ class FvgTracker:
     dropped (evicted by the per-side cap)."""
 
     def __init__(self, cfg: FvgConfig | None = None) -> None:
-        self.cfg = cfg or FvgConfig()
+        self.cfg = cfg = cfg or FvgConfig()
+        self._mult = cfg.body_multiplier
+        self._max_age = cfg.max_age
+        self._cap = cfg.max_gaps_per_side
         self._t = -1
-        # The last three bars' (h, l) and the last `lookback` bodies, excluding the current bar.
-        self._hl: deque[tuple[float, float]] = deque(maxlen=3)
-        self._bodies: deque[float] = deque(maxlen=self.cfg.lookback)
-        self._bull: deque[_Gap] = deque()  # ascending creation index
-        self._bear: deque[_Gap] = deque()
+        # (h, l) of bars t-1 and t-2 as seen at the start of update(t); the last `lookback` bodies,
+        # excluding the current bar.
+        self._h1 = self._l1 = self._h2 = self._l2 = math.nan
+        self._bodies: deque[float] = deque(maxlen=cfg.lookback)
+        self._bull: list[Gap] = []  # ascending creation index
+        self._bear: list[Gap] = []
         self.created = 0
         self.mitigated = 0
         self.invalidated = 0
@@ -98,102 +104,98 @@ class FvgTracker:
     def t(self) -> int:
         return self._t
 
-    def active(self) -> tuple[list[tuple[float, float, int]], list[tuple[float, float, int]]]:
+    def active(self) -> tuple[list[Gap], list[Gap]]:
         """(bullish, bearish) active gaps as (b, u, i), oldest first."""
-        return [tuple(g) for g in self._bull], [tuple(g) for g in self._bear]  # type: ignore[misc]
+        return list(self._bull), list(self._bear)
 
     def update(self, o: float, h: float, l: float, c: float) -> FvgOutput:
-        cfg = self.cfg
-        self._t += 1
-        t = self._t
+        t = self._t = self._t + 1
+        bull, bear = self._bull, self._bear
 
         # 1. mitigation / invalidation of gaps created before t (all gaps in the lists are).
         bull_size = bull_level = bear_size = bear_level = 0.0
         bull_mit = bear_mit = False
-        keep: deque[_Gap] = deque()
-        for g in self._bull:
-            if c < g.b:
-                self.invalidated += 1
-            elif l <= g.u:
-                self.mitigated += 1
-                size = g.u - g.b
-                if not bull_mit or size >= bull_size:  # ascending i: ">=" keeps the newest on ties
-                    bull_size, bull_level = size, g.u
-                bull_mit = True
-            else:
-                keep.append(g)
-        self._bull = keep
-        keep = deque()
-        for g in self._bear:
-            if c > g.u:
-                self.invalidated += 1
-            elif h >= g.b:
-                self.mitigated += 1
-                size = g.u - g.b
-                if not bear_mit or size >= bear_size:
-                    bear_size, bear_level = size, g.b
-                bear_mit = True
-            else:
-                keep.append(g)
-        self._bear = keep
+        if bull:
+            keep = []
+            for g in bull:
+                b, u, _ = g
+                if c < b:
+                    self.invalidated += 1
+                elif l <= u:
+                    self.mitigated += 1
+                    size = u - b
+                    if not bull_mit or size >= bull_size:  # ascending i: ">=" keeps the newest on ties
+                        bull_size, bull_level = size, u
+                    bull_mit = True
+                else:
+                    keep.append(g)
+            if len(keep) != len(bull):
+                self._bull = bull = keep
+        if bear:
+            keep = []
+            for g in bear:
+                b, u, _ = g
+                if c > u:
+                    self.invalidated += 1
+                elif h >= b:
+                    self.mitigated += 1
+                    size = u - b
+                    if not bear_mit or size >= bear_size:
+                        bear_size, bear_level = size, b
+                    bear_mit = True
+                else:
+                    keep.append(g)
+            if len(keep) != len(bear):
+                self._bear = bear = keep
 
         # 2. expiry (lists are in creation order, so the old ones sit at the left).
-        for side in (self._bull, self._bear):
-            while side and t - side[0].i >= cfg.max_age:
-                side.popleft()
-                self.expired += 1
+        max_age = self._max_age
+        while bull and t - bull[0][2] >= max_age:
+            del bull[0]
+            self.expired += 1
+        while bear and t - bear[0][2] >= max_age:
+            del bear[0]
+            self.expired += 1
 
-        # 3. detection of a new gap at t.
+        # 3. detection of a new gap at t (bars t-2, t-1 exist from t = 2 on).
         new_gap = 0
-        body = abs(c - o)
-        if len(self._hl) >= 2 and self._bodies:
-            h2, l2 = self._hl[-2]  # bar t-2
-            b_prev = self._bodies[-1]  # bar t-1
-            bavg = math.fsum(self._bodies) / len(self._bodies)
-            if b_prev > cfg.body_multiplier * bavg:
+        h2, l2 = self._h2, self._l2
+        if t >= 2 and (l > h2 or h < l2):
+            bodies = self._bodies
+            if bodies[-1] > self._mult * (math.fsum(bodies) / len(bodies)):
                 if l > h2:
                     new_gap = 1
-                    self._add(self._bull, _Gap(h2, l, t))
-                elif h < l2:
+                    self._add(bull, (h2, l, t))
+                else:
                     new_gap = -1
-                    self._add(self._bear, _Gap(h, l2, t))
-        self._hl.append((h, l))
-        self._bodies.append(body)
+                    self._add(bear, (h, l2, t))
+        self._h2, self._l2 = self._h1, self._l1
+        self._h1, self._l1 = h, l
+        self._bodies.append(abs(c - o))
 
-        # 4. nearest gap: smallest distance, then newest, then bullish.
-        best_key: tuple[float, int, int] | None = None
+        # 4. nearest gap: smallest distance, then newest (ascending i: a later gap wins a tie), then
+        # bullish (the bull list is scanned first and a bear gap never shares its i).
         best_level = math.nan
         best_i = -1
         best_side = 0
-        for side, gaps in ((1, self._bull), (-1, self._bear)):
-            for g in gaps:
-                level = g.u if side == 1 else g.b
-                key = (abs(level - c), -g.i, -side)
-                if best_key is None or key < best_key:
-                    best_key, best_level, best_i, best_side = key, level, g.i, side
+        best_d = 0.0
+        for _, u, i in bull:
+            d = abs(u - c)
+            if best_side == 0 or d < best_d or (d == best_d and i > best_i):
+                best_d, best_level, best_i, best_side = d, u, i, 1
+        for b, _, i in bear:
+            d = abs(b - c)
+            if best_side == 0 or d < best_d or (d == best_d and i > best_i):
+                best_d, best_level, best_i, best_side = d, b, i, -1
 
-        return FvgOutput(
-            t=t,
-            bull_active=bool(self._bull),
-            bear_active=bool(self._bear),
-            nearest_level=best_level,
-            nearest_age=(t - best_i) if best_side else -1,
-            nearest_side=best_side,
-            mitigated=bull_mit or bear_mit,
-            bull_mitigated=bull_mit,
-            bear_mitigated=bear_mit,
-            bull_mitigated_size=bull_size,
-            bull_mitigated_level=bull_level,
-            bear_mitigated_size=bear_size,
-            bear_mitigated_level=bear_level,
-            new_gap=new_gap,
-            n_bull=len(self._bull),
-            n_bear=len(self._bear),
-        )
+        return _new_tuple(FvgOutput, (  # field order of FvgOutput
+            t, bool(bull), bool(bear), best_level, (t - best_i) if best_side else -1, best_side,
+            bull_mit or bear_mit, bull_mit, bear_mit, bull_size, bull_level, bear_size, bear_level,
+            new_gap, len(bull), len(bear)))
 
-    def _add(self, gaps: deque[_Gap], gap: _Gap) -> None:
+    def _add(self, gaps: list[Gap], gap: Gap) -> None:
         self.created += 1
         gaps.append(gap)
-        if len(gaps) > self.cfg.max_gaps_per_side:
-            gaps.popleft()
+        if len(gaps) > self._cap:
+            del gaps[0]
             self.dropped += 1

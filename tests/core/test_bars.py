@@ -18,8 +18,8 @@ def run_builder(spec: str, batches: list[TickBatch]) -> tuple[list[tuple], BarBu
     b = BarBuilder(BarSpec.parse(spec), "X", IdSource())
     out = []
     for batch in batches:
-        b.start_batch()
-        while b.scan(batch) != NO_EVENT:
+        b.start_batch(batch)
+        while b.pending_gap != NO_EVENT:
             bar = b.take_bar()
             if bar is not None:
                 out.append((bar.ts_open, bar.ts_close, bar.open, bar.high, bar.low, bar.close,
