@@ -213,11 +213,21 @@ async def run_replay(cfg: HimariConfig, data_paths: list[str], out_dir: Path,
                      if session.recorder else None)
     progress = _Progress(cfg.replay.progress, session.source.expected_ticks())
     t_loop = time.perf_counter()
+    stopped_early = False
     try:
-        async for batch in _batches(session.source, cfg.replay.speed):
-            session.loop.process(batch)
-            progress.update(session.loop.ticks)
-            await asyncio.sleep(0)  # let the slow path run between batches
+        try:
+            async for batch in _batches(session.source, cfg.replay.speed):
+                session.loop.process(batch)  # synchronous: a stop lands between batches
+                progress.update(session.loop.ticks)
+                await asyncio.sleep(0)  # let the slow path run between batches
+        except asyncio.CancelledError:
+            # A graceful stop (SIGTERM/SIGINT): end the session as at the end of the data, so
+            # the strategy flattens, working orders are cancelled and the report is written.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            stopped_early = True
+            log.warning("replay_stopped_early", ticks=session.loop.ticks)
         session.loop.finish()
         session.strategy.on_stop()
         session.loop.flush_venue()
@@ -238,6 +248,7 @@ async def run_replay(cfg: HimariConfig, data_paths: list[str], out_dir: Path,
     t_written = time.perf_counter()
     report = build_report(session, files, startup_seconds=t_ready - t_start,
                           loop_seconds=t_end_loop - t_loop, replay_seconds=t_written - t_loop)
+    report["stopped_early"] = stopped_early
     write_json_report(out_dir, report)
     return report
 

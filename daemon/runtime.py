@@ -41,14 +41,17 @@ async def _main(cfg: Any, data: list[str], out: Path) -> dict[str, Any] | None:
 
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
-    stopping = False
+    signals_seen = 0
 
     def on_signal(signame: str) -> None:
-        nonlocal stopping
-        if not stopping and task is not None:
-            stopping = True
-            log.warning("shutdown_requested", signal=signame)
+        # First signal: a graceful stop (the session flattens and writes its report). A second
+        # one while that runs cancels outright.
+        nonlocal signals_seen
+        signals_seen += 1
+        log.warning("shutdown_requested", signal=signame, graceful=signals_seen == 1)
+        if signals_seen == 1:
             sd_notify("STOPPING=1")
+        if task is not None:
             task.cancel()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -58,10 +61,11 @@ async def _main(cfg: Any, data: list[str], out: Path) -> dict[str, Any] | None:
             pass
     try:
         report = await run_replay(cfg, data, out, on_ready=lambda: sd_notify("READY=1"))
-        log.info("finished", ticks=report["ticks"], fills=report["fills"], pnl=report["pnl"])
+        log.info("finished", ticks=report["ticks"], fills=report["fills"], pnl=report["pnl"],
+                 stopped_early=report.get("stopped_early", False))
         return report
     except asyncio.CancelledError:
-        log.warning("stopped_before_end")
+        log.error("stopped_without_report")
         return None
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -52,6 +52,8 @@ COLUMNS = ("fvg_bullish_active", "fvg_bearish_active", "fvg_nearest_level", "fvg
 # Final guard ranges per column (spec table 2).
 _LO = np.array([0.0, 0.0, -1.0, 0.0, 0.0, -1.0, 0.0])
 _HI = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+_LO_F = tuple(float(x) for x in _LO)
+_HI_F = tuple(float(x) for x in _HI)
 
 
 class TacticalConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -86,7 +88,13 @@ def momentum_column(c_now: float, c_then: float, clip: float, scale: float) -> f
 
 
 class TacticalAssembler:
-    """Builds one tactical row per closed 5-minute bar and publishes the whole matrix."""
+    """Builds one tactical row per closed 5-minute bar and publishes the whole matrix.
+
+    Hot path (one call per 5-minute bar): the row is computed in Python floats (numpy calls on a
+    7-element row cost more than the maths), range and finiteness are checked together and fixed
+    on a slow path, and rows live in a float32 buffer of 2 x rows whose newest `rows` rows are
+    always one contiguous slice, so a matrix is a single slice copy (no reordering of a ring).
+    """
 
     def __init__(self, cfg: TacticalConfig, instrument: Instrument, ids: IdSource) -> None:
         self.cfg = cfg
@@ -100,13 +108,20 @@ class TacticalAssembler:
         self._prev_close = math.nan
         self._tr_seed: list[float] = []
         self._atr = 0.0
-        self._buf = np.zeros((cfg.rows, N_COLS), dtype=np.float32)
-        self._head = 0  # ring index of the oldest row (= next row to overwrite)
+        self._rows = cfg.rows
+        # Rows are written at _pos - 1; the matrix is _buf[_pos - rows:_pos]. When the buffer is
+        # full its newest rows - 1 rows move to the front (once every `rows` bars).
+        self._buf = np.zeros((2 * cfg.rows, N_COLS), dtype=np.float32)
+        self._pos = cfg.rows
         self._t = -1
         self.valid_from = np.array([2, 2, 2, 2, 3, cfg.momentum_n, cfg.volume_ema - 1])
+        self._valid_from = [int(x) for x in self.valid_from]
+        self._warm_from = max(self._valid_from)  # every column is valid from this bar on
         self.ready_from = int(self.valid_from.max()) + cfg.rows - 1
         self.nonfinite_counts = np.zeros(N_COLS, dtype=np.int64)
         self.last_fvg: FvgOutput | None = None
+        self._level_clip = cfg.fvg.level_clip_pct
+        self._age_decay = cfg.fvg.age_decay
 
     @property
     def t(self) -> int:
@@ -121,57 +136,69 @@ class TacticalAssembler:
         tick = self._tick
         o, h, l, c = bar.open * tick, bar.high * tick, bar.low * tick, bar.close * tick
         v = float(bar.volume)
-        self._t += 1
-        t = self._t
-        cfg = self.cfg
+        t = self._t = self._t + 1
 
-        fvg = self._fvg.update(o, h, l, c)
-        self.last_fvg = fvg
+        fvg = self.last_fvg = self._fvg.update(o, h, l, c)
+        (_, bull_active, bear_active, level, age, side, mitigated, bull_mit, bear_mit,
+         bull_size, bull_level, bear_size, bear_level, _, _, _) = fvg
 
-        self._closes.append(c)
+        closes = self._closes
+        closes.append(c)
         if t == 0:
-            self._ema = v
+            ema = v
         else:
-            self._ema = self._alpha * v + (1.0 - self._alpha) * self._ema
-        rho = v / self._ema if self._ema > 0.0 else 1.0
+            alpha = self._alpha
+            ema = alpha * v + (1.0 - alpha) * self._ema
+        self._ema = ema
+        rho = v / ema if ema > 0.0 else 1.0
         if not math.isfinite(rho):
             rho = 1.0
-        self._update_atr(h, l, c)
+        atr = self._update_atr(h, l, c)
 
-        row = np.zeros(N_COLS, dtype=np.float64)
-        row[0] = 1.0 if fvg.bull_active else 0.0
-        row[1] = 1.0 if fvg.bear_active else 0.0
-        if fvg.nearest_side != 0 and c > 0.0:
-            p = cfg.fvg.level_clip_pct
-            row[2] = min(p, max(-p, 100.0 * (fvg.nearest_level - c) / c)) / p
-            row[3] = math.exp(-fvg.nearest_age / cfg.fvg.age_decay)
-        row[4] = 1.0 if fvg.mitigated else 0.0
+        r2 = r3 = r5 = r6 = 0.0
+        if side != 0 and c > 0.0:
+            p = self._level_clip
+            r2 = min(p, max(-p, 100.0 * (level - c) / c)) / p
+            r3 = math.exp(-age / self._age_decay)
+        cfg = self.cfg
         if t >= cfg.momentum_n:
-            row[5] = momentum_column(c, self._closes[0], cfg.momentum_clip, cfg.momentum_scale)
-        row[6] = volume_column(rho)
+            r5 = momentum_column(c, closes[0], cfg.momentum_clip, cfg.momentum_scale)
+        if rho > 1.0:  # volume_column(rho), inlined
+            rr = rho * rho
+            r6 = (rr - 1.0) / (rr + 1.0)
+        row = (1.0 if bull_active else 0.0, 1.0 if bear_active else 0.0, r2, r3,
+               1.0 if mitigated else 0.0, r5, r6)
+        if t < self._warm_from:
+            row = tuple(0.0 if t < vf else x for x, vf in zip(row, self._valid_from))
+            r2, r3, r5, r6 = row[2], row[3], row[5], row[6]
+        # One test for "finite and inside the column range" (NaN fails every comparison).
+        if not (-1.0 <= r2 <= 1.0 and 0.0 <= r3 <= 1.0 and -1.0 <= r5 <= 1.0 and 0.0 <= r6 <= 1.0):
+            row = self._repair(row)
 
-        row[t < self.valid_from] = 0.0
-        bad = ~np.isfinite(row)
-        if bad.any():
-            self.nonfinite_counts += bad
-            row[bad] = 0.0
-        np.clip(row, _LO, _HI, out=row)
-
-        self._buf[self._head] = row
-        self._head = (self._head + 1) % cfg.rows
+        buf = self._buf
+        rows = self._rows
+        pos = self._pos
+        if pos == 2 * rows:
+            buf[:rows - 1] = buf[pos - rows + 1:pos]
+            pos = rows - 1
+        buf[pos] = row
+        pos += 1
+        self._pos = pos
+        values = buf[pos - rows:pos].copy()
+        values.setflags(write=False)
 
         context = {
             "close": c,
             "bar_index": float(t),
             "volume_ratio": rho,
-            "atr14": self._atr,
-            "fvg_mitigated": 1.0 if fvg.mitigated else 0.0,
-            "fvg_bull_mitigated": 1.0 if fvg.bull_mitigated else 0.0,
-            "fvg_bear_mitigated": 1.0 if fvg.bear_mitigated else 0.0,
-            "fvg_bull_mitigated_size": fvg.bull_mitigated_size,
-            "fvg_bull_mitigated_level": fvg.bull_mitigated_level,
-            "fvg_bear_mitigated_size": fvg.bear_mitigated_size,
-            "fvg_bear_mitigated_level": fvg.bear_mitigated_level,
+            "atr14": atr,
+            "fvg_mitigated": 1.0 if mitigated else 0.0,
+            "fvg_bull_mitigated": 1.0 if bull_mit else 0.0,
+            "fvg_bear_mitigated": 1.0 if bear_mit else 0.0,
+            "fvg_bull_mitigated_size": bull_size,
+            "fvg_bull_mitigated_level": bull_level,
+            "fvg_bear_mitigated_size": bear_size,
+            "fvg_bear_mitigated_level": bear_level,
         }
         return FeatureMatrix(
             event_id=self.ids.next("TM"),
@@ -179,27 +206,36 @@ class TacticalAssembler:
             instrument_id=bar.instrument_id,
             kind="tactical",
             bar_id=bar.event_id,
-            values=self.snapshot(),
+            values=values,
             ready=t >= self.ready_from,
             context=context,
         )
 
     def snapshot(self) -> np.ndarray:
         """The matrix as it stands, oldest row first, as a read-only copy."""
-        out = np.concatenate((self._buf[self._head:], self._buf[:self._head]))
+        out = self._buf[self._pos - self._rows:self._pos].copy()
         out.flags.writeable = False
         return out
 
-    def _update_atr(self, h: float, l: float, c: float) -> None:
-        if math.isnan(self._prev_close):
-            tr = h - l
-        else:
-            pc = self._prev_close
-            tr = max(h - l, abs(h - pc), abs(l - pc))
+    def _repair(self, row: tuple[float, ...]) -> tuple[float, ...]:
+        """Spec 5: a non-finite value becomes 0 and is counted; then clip to the column range."""
+        out = []
+        for k, x in enumerate(row):
+            if not math.isfinite(x):
+                self.nonfinite_counts[k] += 1
+                x = 0.0
+            out.append(min(_HI_F[k], max(_LO_F[k], x)))
+        return tuple(out)
+
+    def _update_atr(self, h: float, l: float, c: float) -> float:
+        pc = self._prev_close
         self._prev_close = c
-        if len(self._tr_seed) < ATR_PERIOD:
-            self._tr_seed.append(tr)
-            if len(self._tr_seed) == ATR_PERIOD:
-                self._atr = math.fsum(self._tr_seed) / ATR_PERIOD
-            return
-        self._atr = (self._atr * (ATR_PERIOD - 1) + tr) / ATR_PERIOD
+        tr = h - l if math.isnan(pc) else max(h - l, abs(h - pc), abs(l - pc))
+        seed = self._tr_seed
+        if len(seed) < ATR_PERIOD:
+            seed.append(tr)
+            if len(seed) == ATR_PERIOD:
+                self._atr = math.fsum(seed) / ATR_PERIOD
+        else:
+            self._atr = (self._atr * (ATR_PERIOD - 1) + tr) / ATR_PERIOD
+        return self._atr
