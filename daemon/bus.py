@@ -110,6 +110,10 @@ class Bus:
     def publish(self, event: Any) -> None:
         event_type = type(event)
         self.published[event_type.__name__] += 1
+        # Slow queues first, so records keep causal order: an intent is queued before the
+        # verdict and order that its hot handlers publish from inside this call.
+        for q in self._queues.get(event_type, ()):
+            q.offer(event)
         for sub in self._subs.get(event_type, ()):
             try:
                 sub.handler(event)
@@ -118,8 +122,6 @@ class Bus:
                 log.exception("handler_failed", handler=sub.name,
                               event_type=event_type.__name__,
                               event_id=getattr(event, "event_id", None))
-        for q in self._queues.get(event_type, ()):
-            q.offer(event)
 
     def queue_stats(self) -> dict[str, dict[str, int]]:
         seen: dict[str, dict[str, int]] = {}

@@ -14,10 +14,19 @@ from pathlib import Path
 
 import msgspec
 
+import structlog
+
 from himari.daemon.bus import Bus, SlowQueue
 from himari.daemon.events import (Decision, Fill, OrderAccepted, OrderCancelled, OrderExpired,
                                   OrderFilled, OrderIntent, OrderPartiallyFilled, OrderRejected,
                                   OrderSubmitted, RiskVerdict, SynergyDetected)
+
+log = structlog.get_logger("himari.records")
+
+# The ids that tie a bar to its decision, order and fill, logged with each record (debug level).
+_ID_FIELDS = ("event_id", "ts_ns", "source_id", "decision_id", "intent_id", "order_id",
+              "client_order_id", "fill_id", "rule", "approved", "side", "quantity", "price",
+              "target_position", "synergy_type", "direction")
 
 RECORDED = (Decision, OrderIntent, RiskVerdict, OrderSubmitted, OrderAccepted, OrderPartiallyFilled,
             OrderFilled, OrderCancelled, OrderRejected, OrderExpired, Fill, SynergyDetected)
@@ -30,6 +39,7 @@ class DecisionRecorder:
         for event_type in RECORDED:
             bus.subscribe_queue(event_type, name="decision_records", queue=self.queue)
         self.written = 0
+        self.errors = 0
         self._encoder = msgspec.json.Encoder(decimal_format="string")
         self._fh = path.open("wb")
 
@@ -41,9 +51,16 @@ class DecisionRecorder:
                 self._write(self.queue.get_nowait())
 
     def _write(self, ev: msgspec.Struct) -> None:
-        body = msgspec.structs.asdict(ev)
-        self._fh.write(self._encoder.encode({"type": type(ev).__name__, **body}) + b"\n")
-        self.written += 1
+        """Write one record; a failure is logged and counted, never raised into the session."""
+        try:
+            body = msgspec.structs.asdict(ev)
+            name = type(ev).__name__
+            self._fh.write(self._encoder.encode({"type": name, **body}) + b"\n")
+            self.written += 1
+            log.debug(name, **{k: body[k] for k in _ID_FIELDS if k in body})
+        except Exception:  # noqa: BLE001 - the slow path must not take the hot path down
+            self.errors += 1
+            log.exception("record_failed", event_id=getattr(ev, "event_id", None))
 
     async def close(self, task: asyncio.Task[None]) -> None:
         """Stop the task, write what is still queued, close the file."""

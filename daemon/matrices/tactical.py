@@ -109,7 +109,7 @@ class TacticalAssembler:
         self._tr_seed: list[float] = []
         self._atr = 0.0
         self._rows = cfg.rows
-        # Rows are written at _pos - 1; the matrix is _buf[_pos - rows:_pos]. When the buffer is
+        # The newest row is _buf[_pos - 1] and the matrix _buf[_pos - rows:_pos]. When the buffer is
         # full its newest rows - 1 rows move to the front (once every `rows` bars).
         self._buf = np.zeros((2 * cfg.rows, N_COLS), dtype=np.float32)
         self._pos = cfg.rows
@@ -120,6 +120,8 @@ class TacticalAssembler:
         self.ready_from = int(self.valid_from.max()) + cfg.rows - 1
         self.nonfinite_counts = np.zeros(N_COLS, dtype=np.int64)
         self.last_fvg: FvgOutput | None = None
+        self._mom_n = cfg.momentum_n
+        self._mom_clip, self._mom_scale = cfg.momentum_clip, cfg.momentum_scale
         self._level_clip = cfg.fvg.level_clip_pct
         self._age_decay = cfg.fvg.age_decay
 
@@ -153,16 +155,26 @@ class TacticalAssembler:
         rho = v / ema if ema > 0.0 else 1.0
         if not math.isfinite(rho):
             rho = 1.0
-        atr = self._update_atr(h, l, c)
+        # Wilder ATR(14), seeded with the mean of the first 14 true ranges.
+        pc = self._prev_close
+        self._prev_close = c
+        tr = h - l if t == 0 else max(h - l, abs(h - pc), abs(l - pc))
+        if t >= ATR_PERIOD:
+            atr = self._atr = (self._atr * (ATR_PERIOD - 1) + tr) / ATR_PERIOD
+        else:
+            seed = self._tr_seed
+            seed.append(tr)
+            if t == ATR_PERIOD - 1:
+                self._atr = math.fsum(seed) / ATR_PERIOD
+            atr = self._atr
 
         r2 = r3 = r5 = r6 = 0.0
         if side != 0 and c > 0.0:
             p = self._level_clip
             r2 = min(p, max(-p, 100.0 * (level - c) / c)) / p
             r3 = math.exp(-age / self._age_decay)
-        cfg = self.cfg
-        if t >= cfg.momentum_n:
-            r5 = momentum_column(c, closes[0], cfg.momentum_clip, cfg.momentum_scale)
+        if t >= self._mom_n:
+            r5 = momentum_column(c, closes[0], self._mom_clip, self._mom_scale)
         if rho > 1.0:  # volume_column(rho), inlined
             rr = rho * rho
             r6 = (rr - 1.0) / (rr + 1.0)
@@ -226,16 +238,3 @@ class TacticalAssembler:
                 x = 0.0
             out.append(min(_HI_F[k], max(_LO_F[k], x)))
         return tuple(out)
-
-    def _update_atr(self, h: float, l: float, c: float) -> float:
-        pc = self._prev_close
-        self._prev_close = c
-        tr = h - l if math.isnan(pc) else max(h - l, abs(h - pc), abs(l - pc))
-        seed = self._tr_seed
-        if len(seed) < ATR_PERIOD:
-            seed.append(tr)
-            if len(seed) == ATR_PERIOD:
-                self._atr = math.fsum(seed) / ATR_PERIOD
-        else:
-            self._atr = (self._atr * (ATR_PERIOD - 1) + tr) / ATR_PERIOD
-        return self._atr

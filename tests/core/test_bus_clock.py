@@ -93,3 +93,12 @@ def test_replay_clock_fires_timers_in_timestamp_order_and_never_goes_back():
     assert clock.now_ns() == 20
     clock.advance_to(30)
     assert fired[-1] == (30, 30)
+
+
+async def test_slow_queue_sees_events_in_causal_order_when_handlers_publish():
+    bus = Bus()
+    q = bus.subscribe_queue(Decision, name="records", maxsize=10)
+    bus.subscribe(Decision, lambda e: bus.publish(decision(e.target_position + 1))
+                  if e.target_position < 3 else None, name="chain")
+    bus.publish(decision(1))
+    assert [q.get_nowait().target_position for _ in range(q.qsize())] == [1, 2, 3]
