@@ -248,3 +248,43 @@ def test_matches_reference(bars, mult, cap, max_age, lookback):
                o.bull_mitigated_size, o.bull_mitigated_level, o.bear_mitigated_size,
                o.bear_mitigated_level)
         assert got == r
+
+
+def random_walk(n: int, seed: int, step: float, wick: float) -> list[tuple[float, float, float, float]]:
+    """Bars on a 0.25 grid (exact in binary, so the reference's plain sum equals the tracker's fsum)."""
+    import random
+
+    rnd = random.Random(seed)
+    q = lambda x: round(x * 4) / 4  # noqa: E731
+    p, out = 1000.0, []
+    for _ in range(n):
+        o = p
+        c = max(5.0, q(o + rnd.gauss(0.0, step)))
+        h = q(max(o, c) + rnd.uniform(0.0, wick))
+        l = max(0.25, q(min(o, c) - rnd.uniform(0.0, wick)))
+        out.append((o, h, l, c))
+        p = c
+    return out
+
+
+@pytest.mark.parametrize("cfg", [FvgConfig(), FvgConfig(body_multiplier=0.7, max_gaps_per_side=3,
+                                                        max_age=12, lookback=4)])
+def test_long_random_walk_matches_reference_exactly(cfg):
+    bars = random_walk(3000, seed=11, step=3.0, wick=1.5)
+    tr, outs = run(bars, cfg)
+    ref = reference(bars, cfg)
+    for t, (o, r) in enumerate(zip(outs, ref, strict=True)):
+        got = (o.bull_active, o.bear_active, None if o.nearest_side == 0 else o.nearest_level,
+               o.nearest_age, o.mitigated, o.bull_mitigated, o.bear_mitigated,
+               o.bull_mitigated_size, o.bull_mitigated_level, o.bear_mitigated_size,
+               o.bear_mitigated_level)
+        assert got == r, t
+        assert o.t == t and (o.n_bull > 0) == o.bull_active and (o.n_bear > 0) == o.bear_active
+        assert max(o.n_bull, o.n_bear) <= cfg.max_gaps_per_side
+    # the walk exercises every path: both sides made and mitigated, invalidation, expiry
+    assert sum(o.bull_mitigated for o in outs) > 20 and sum(o.bear_mitigated for o in outs) > 20
+    assert tr.invalidated > 10 and tr.expired > 0
+    assert tr.created == tr.mitigated + tr.invalidated + tr.expired + tr.dropped + \
+        sum(map(len, tr.active()))
+    if cfg.max_gaps_per_side == 3:
+        assert tr.dropped > 0

@@ -209,3 +209,136 @@ def test_values_finite_and_in_range(steps):
         # rho <= 1/a = 10.5 (equality only right after zero-volume bars)
         assert ((vals[:, 6] >= 0) & (vals[:, 6] <= np.float32(volume_column(10.5)))).all()
         assert all(math.isfinite(x) for x in m.context.values())
+
+
+# ---- the optimized assembler against a straightforward reference, exactly
+
+
+class ReferenceTactical:
+    """Spec features.md 2.1-2.3 read literally: full history lists, a per-bar float64 numpy row with
+    mask / non-finite / clip steps, the matrix rebuilt from the row history (zeros before bar 0)."""
+
+    def __init__(self, cfg: TacticalConfig, tick: float) -> None:
+        self.cfg, self.tick = cfg, tick
+        self.o, self.h, self.l, self.c, self.v = [], [], [], [], []
+        self.gaps: list[dict] = []
+        self.ema: list[float] = []
+        self.atr: list[float] = []
+        self.trs: list[float] = []
+        self.rows: list[np.ndarray] = []
+        self.valid_from = np.array([2, 2, 2, 2, 3, cfg.momentum_n, cfg.volume_ema - 1])
+
+    def fvg(self, t: int) -> tuple:
+        f, o, h, l, c = self.cfg.fvg, self.o, self.h, self.l, self.c
+        mit = {1: [], -1: []}
+        keep = []
+        for g in self.gaps:
+            if (c[t] < g["b"]) if g["side"] == 1 else (c[t] > g["u"]):
+                continue  # invalidated
+            if (l[t] <= g["u"]) if g["side"] == 1 else (h[t] >= g["b"]):
+                mit[g["side"]].append((g["u"] - g["b"], g["i"], g["u"] if g["side"] == 1 else g["b"]))
+                continue
+            keep.append(g)
+        self.gaps = [g for g in keep if t - g["i"] < f.max_age]
+        if t >= 2:
+            bodies = [abs(c[j] - o[j]) for j in range(max(0, t - f.lookback), t)]
+            if abs(c[t - 1] - o[t - 1]) > f.body_multiplier * (math.fsum(bodies) / len(bodies)):
+                if l[t] > h[t - 2]:
+                    self.gaps.append({"side": 1, "b": h[t - 2], "u": l[t], "i": t})
+                elif h[t] < l[t - 2]:
+                    self.gaps.append({"side": -1, "b": h[t], "u": l[t - 2], "i": t})
+            for side in (1, -1):
+                mine = [g for g in self.gaps if g["side"] == side]
+                if len(mine) > f.max_gaps_per_side:
+                    self.gaps.remove(mine[0])
+        lvl = lambda g: g["u"] if g["side"] == 1 else g["b"]  # noqa: E731
+        best = min(self.gaps, key=lambda g: (abs(lvl(g) - c[t]), -g["i"], -g["side"]), default=None)
+        bull = max(mit[1], default=(0.0, 0, 0.0))
+        bear = max(mit[-1], default=(0.0, 0, 0.0))
+        return (any(g["side"] == 1 for g in self.gaps), any(g["side"] == -1 for g in self.gaps),
+                best, bool(mit[1]), bool(mit[-1]), bull, bear)
+
+    def on_bar(self, b: Bar) -> tuple[np.ndarray, dict[str, float], bool]:
+        cfg, k = self.cfg, self.tick
+        for lst, x in ((self.o, b.open), (self.h, b.high), (self.l, b.low), (self.c, b.close)):
+            lst.append(x * k)
+        self.v.append(float(b.volume))
+        t = len(self.c) - 1
+        c, v = self.c[t], self.v[t]
+        a = 2.0 / (cfg.volume_ema + 1.0)
+        self.ema.append(v if t == 0 else a * v + (1.0 - a) * self.ema[-1])
+        rho = v / self.ema[t] if self.ema[t] > 0.0 else 1.0
+        rho = rho if math.isfinite(rho) else 1.0
+        h, l = self.h[t], self.l[t]
+        self.trs.append(h - l if t == 0 else max(h - l, abs(h - self.c[t - 1]), abs(l - self.c[t - 1])))
+        if t < 13:
+            self.atr.append(0.0)
+        elif t == 13:
+            self.atr.append(math.fsum(self.trs) / 14)
+        else:
+            self.atr.append((self.atr[-1] * 13 + self.trs[t]) / 14)
+        bull_on, bear_on, best, bull_mit, bear_mit, bull, bear = self.fvg(t)
+
+        row = np.zeros(7)
+        row[0], row[1], row[4] = float(bull_on), float(bear_on), float(bull_mit or bear_mit)
+        if best is not None and c > 0.0:
+            p = cfg.fvg.level_clip_pct
+            level = best["u"] if best["side"] == 1 else best["b"]
+            row[2] = min(p, max(-p, 100.0 * (level - c) / c)) / p
+            row[3] = math.exp(-(t - best["i"]) / cfg.fvg.age_decay)
+        n = cfg.momentum_n
+        if t >= n and self.c[t - n] > 0.0:
+            m = 100.0 * (c - self.c[t - n]) / self.c[t - n]
+            row[5] = math.tanh(min(cfg.momentum_clip, max(-cfg.momentum_clip, m)) / cfg.momentum_scale)
+        row[6] = (rho * rho - 1.0) / (rho * rho + 1.0) if rho > 1.0 else 0.0
+        row[t < self.valid_from] = 0.0
+        row[~np.isfinite(row)] = 0.0
+        self.rows.append(np.clip(row, tac._LO, tac._HI))
+
+        values = np.zeros((cfg.rows, 7), dtype=np.float32)
+        recent = self.rows[-cfg.rows:]
+        values[cfg.rows - len(recent):] = np.array(recent, dtype=np.float32)
+        ctx = {"close": c, "bar_index": float(t), "volume_ratio": rho, "atr14": self.atr[t],
+               "fvg_mitigated": float(bull_mit or bear_mit), "fvg_bull_mitigated": float(bull_mit),
+               "fvg_bear_mitigated": float(bear_mit), "fvg_bull_mitigated_size": bull[0],
+               "fvg_bull_mitigated_level": bull[2], "fvg_bear_mitigated_size": bear[0],
+               "fvg_bear_mitigated_level": bear[2]}
+        ready = t >= int(self.valid_from.max()) + cfg.rows - 1
+        return values, ctx, ready
+
+
+def random_bars(n: int, seed: int) -> list[Bar]:
+    """Random walk in 0.1 ticks with big moves (many gaps), volume spikes and zero-volume stretches."""
+    rng = np.random.default_rng(seed)
+    out, c = [], 10_000
+    for t in range(n):
+        o = c
+        c = max(50, o + int(rng.normal(0, 30)))
+        hi, lo = max(o, c) + int(rng.integers(0, 15)), max(1, min(o, c) - int(rng.integers(0, 15)))
+        v = 0 if (t // 50) % 7 == 3 else int(rng.integers(1, 400)) * (10 if t % 37 == 0 else 1)
+        out.append(Bar(event_id=f"B{t}", ts_ns=(t + 1) * STEP, instrument_id="TEST", spec="5m",
+                       ts_open=t * STEP, ts_close=(t + 1) * STEP, open=o, high=hi, low=lo, close=c,
+                       volume=v, n_ticks=1))
+    return out
+
+
+@pytest.mark.parametrize("cfg", [
+    TacticalConfig(),
+    TacticalConfig(rows=7, momentum_n=3, volume_ema=4, momentum_clip=0.5,
+                   fvg=tac.FvgConfig(body_multiplier=0.8, max_gaps_per_side=2, max_age=9, lookback=3)),
+    TacticalConfig(rows=1, momentum_n=1, volume_ema=1),
+])
+def test_matches_straightforward_reference_exactly(cfg):
+    a, ref = TacticalAssembler(cfg, INST, IdSource()), ReferenceTactical(cfg, 0.1)
+    bars = random_bars(3000, seed=5)
+    mitigated = 0
+    for t, b in enumerate(bars):
+        m = a.on_bar(b)
+        values, ctx, ready = ref.on_bar(b)
+        assert m.values.tobytes() == values.tobytes(), t  # bit for bit, float32
+        assert m.values.shape == values.shape and not m.values.flags.writeable
+        assert m.context == ctx and m.ready == ready, t
+        assert m.bar_id == b.event_id and m.event_id == f"TM-R-{t + 1}"
+        mitigated += ctx["fvg_mitigated"] > 0
+    assert mitigated > 100 and a.nonfinite_counts.sum() == 0
+    np.testing.assert_array_equal(a.snapshot(), values)
