@@ -14,7 +14,7 @@ and the remaining handlers still run.
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +39,11 @@ class _Subscription:
 
 
 class SlowQueue:
-    """A bounded queue for a slow consumer with an explicit overflow policy and counters."""
+    """A bounded queue for a slow consumer with an explicit overflow policy and counters.
+
+    `offer` never blocks and costs a deque append: it runs on the hot path for every event a slow
+    consumer wants. The consumer (one owned task) awaits `get`. Policies when full: drop_oldest
+    (keep the newest events) or drop_newest (keep what is queued); either way `dropped` counts."""
 
     def __init__(self, name: str, maxsize: int, policy: str = "drop_oldest") -> None:
         if maxsize <= 0:
@@ -48,35 +52,41 @@ class SlowQueue:
             raise ValueError(f"queue {name}: policy = {policy!r}, allowed {OVERFLOW_POLICIES}")
         self.name = name
         self.policy = policy
-        self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize)
+        self.maxsize = maxsize
+        self._items: deque[Any] = deque()
+        self._waiter: asyncio.Future[None] | None = None
         self.enqueued = 0
         self.dropped = 0
 
     def offer(self, event: Any) -> None:
-        try:
-            self.queue.put_nowait(event)
-            self.enqueued += 1
-            return
-        except asyncio.QueueFull:
-            pass
-        self.dropped += 1
-        if self.policy == "drop_oldest":
-            self.queue.get_nowait()
-            self.queue.task_done()
-            self.queue.put_nowait(event)
-            self.enqueued += 1
+        items = self._items
+        if len(items) >= self.maxsize:
+            self.dropped += 1
+            if self.policy == "drop_newest":
+                return
+            items.popleft()
+        items.append(event)
+        self.enqueued += 1
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def get(self) -> Any:
-        return await self.queue.get()
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
 
     def get_nowait(self) -> Any:
-        return self.queue.get_nowait()
-
-    def task_done(self) -> None:
-        self.queue.task_done()
+        if not self._items:
+            raise asyncio.QueueEmpty
+        return self._items.popleft()
 
     def qsize(self) -> int:
-        return self.queue.qsize()
+        return len(self._items)
 
 
 class Bus:

@@ -11,54 +11,67 @@ import time
 import numpy as np
 
 
+class _Series:
+    __slots__ = ("buf", "n", "items")
+
+    def __init__(self, capacity: int) -> None:
+        self.buf = np.empty(capacity, dtype=np.int64)
+        self.n = 0
+        self.items = 0
+
+
 class StageTimer:
     def __init__(self, capacity: int = 1 << 20) -> None:
         self._capacity = capacity
-        self._buf: dict[str, np.ndarray] = {}
-        self._n: dict[str, int] = {}
-        self._units: dict[str, int] = {}  # items per sample (e.g. ticks in a batch)
-        self.enabled = True
+        self._series: dict[str, _Series] = {}
+
+    def _get(self, stage: str) -> _Series:
+        series = self._series.get(stage)
+        if series is None:
+            series = self._series[stage] = _Series(self._capacity)
+        return series
 
     def record(self, stage: str, elapsed_ns: int, items: int = 1) -> None:
-        if not self.enabled:
-            return
-        buf = self._buf.get(stage)
-        if buf is None:
-            buf = self._buf[stage] = np.empty(self._capacity, dtype=np.int64)
-            self._n[stage] = 0
-            self._units[stage] = 0
-        n = self._n[stage]
-        if n < self._capacity:
-            buf[n] = elapsed_ns
-            self._n[stage] = n + 1
-        self._units[stage] += items
+        series = self._get(stage)
+        n = series.n
+        if n < self._capacity:  # past capacity the first samples stand for the run
+            series.buf[n] = elapsed_ns
+            series.n = n + 1
+        series.items += items
 
     def wrap(self, stage: str, fn):  # type: ignore[no-untyped-def]
-        """Return `fn` wrapped so each call is recorded under `stage`."""
+        """Return `fn` wrapped so each call is recorded under `stage` (two clock reads and an
+        array store per call)."""
         clock = time.perf_counter_ns
-        record = self.record
+        series = self._get(stage)
+        buf = series.buf
+        cap = self._capacity
 
         def timed(*args, **kwargs):  # type: ignore[no-untyped-def]
             t0 = clock()
             try:
                 return fn(*args, **kwargs)
             finally:
-                record(stage, clock() - t0)
+                n = series.n
+                if n < cap:
+                    buf[n] = clock() - t0
+                    series.n = n + 1
+                series.items += 1
 
         return timed
 
     def summary(self) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {}
-        for stage, buf in self._buf.items():
-            n = self._n[stage]
+        for stage, series in self._series.items():
+            n = series.n
             if n == 0:
                 continue
-            samples = buf[:n] / 1000.0
+            samples = series.buf[:n] / 1000.0
             out[stage] = {
                 "p50": round(float(np.percentile(samples, 50)), 3),
                 "p99": round(float(np.percentile(samples, 99)), 3),
                 "max": round(float(samples.max()), 3),
                 "count": n,
-                "items": self._units[stage],
+                "items": series.items,
             }
         return out
