@@ -162,7 +162,7 @@ def warmup(session: Session) -> None:
     """Compile every kernel before the session reports ready (Numba caches them on disk)."""
     bars_mod.warmup()
     session.risk.warmup()
-    for obj in (session.venue, session.matrices):
+    for obj in (session.source, session.venue, session.matrices):
         fn = getattr(obj, "warmup", None)
         if fn is not None:
             fn()

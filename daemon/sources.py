@@ -32,6 +32,13 @@ class ReplaySource:
                                      lot_size=first.lot_size, multiplier=icfg.multiplier,
                                      currency=icfg.currency)
 
+    def warmup(self) -> None:
+        """Compile the feeds' kernels (the synthetic generator has one)."""
+        for feed in self._feeds:
+            fn = getattr(feed, "warmup", None)
+            if fn is not None:
+                fn()
+
     def batches(self) -> Iterator[TickBatch]:
         inst_id = self.instrument.id
         for feed in self._feeds:

@@ -22,14 +22,17 @@ simple mean of its first n inputs, then `RMA_t = (RMA_{t-1} (n-1) + x_t) / n`.
    `mlmi_signal = +1` if `P_t > M_t and P_{t-1} <= M_{t-1}`, `-1` if `P_t < M_t and P_{t-1} >= M_{t-1}`,
    else 0; valid from t = 59.
 
-The kNN vote (step 4, up to 10,000 entries per bar) is the numba kernel `knn_vote`, with the
-quickselect `kth_smallest` for `D*`.
+The kNN vote (step 4, up to 10,000 entries per bar): `knn_vote` (quickselect `kth_smallest` for
+`D*`) is the reference; the store uses `knn_vote_ring`, the same distances (bit for bit) and the same
+`D*`, found by a bounded max-heap of the m smallest while scanning newest entries first (they tend to
+be nearest, so few replacements), then one vectorized counting pass; no allocation. The WMAs run on
+rings holding each series twice (the last `cap` values are one slice), with the same summation order
+as `wma`.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -122,10 +125,106 @@ def knn_vote(p1: np.ndarray, p2: np.ndarray, y: np.ndarray, q1: float, q2: float
     return votes, k_eff
 
 
+@numba.njit(cache=True)
+def _sift_down(h: np.ndarray, i: int, m: int) -> None:
+    """Restore the max-heap h[:m] below slot i."""
+    v = h[i]
+    while True:
+        c = 2 * i + 1
+        if c >= m:
+            break
+        if c + 1 < m and h[c + 1] > h[c]:
+            c += 1
+        if h[c] > v:
+            h[i] = h[c]
+            i = c
+        else:
+            break
+    h[i] = v
+
+
+@numba.njit(cache=True)
+def mth_smallest_newest_first(d: np.ndarray, m: int, newest: int, heap: np.ndarray) -> float:
+    """The m-th smallest (1-based, 1 <= m <= len(d)) of d via a max-heap of the m smallest seen,
+    visiting d[newest], d[newest - 1], ... cyclically; heap has at least m slots."""
+    n = d.shape[0]
+    h = heap[:m]
+    for idx in range(m):
+        j = newest - idx
+        h[idx] = d[j + n if j < 0 else j]
+    for i in range(m // 2 - 1, -1, -1):
+        _sift_down(h, i, m)
+    top = h[0]
+    for idx in range(m, n):
+        j = newest - idx
+        v = d[j + n if j < 0 else j]
+        if v < top:
+            h[0] = v
+            _sift_down(h, 0, m)
+            top = h[0]
+    return top
+
+
+@numba.njit(cache=True, fastmath={"reassoc"})
+def _votes_within(d: np.ndarray, y: np.ndarray, dstar: float) -> tuple[float, int]:
+    """(sum of y_j, count) over d_j <= dstar; labels are 0/+-1, so any summation order is exact."""
+    votes = 0.0
+    k_eff = 0
+    for j in range(d.shape[0]):
+        inside = d[j] <= dstar
+        votes += y[j] if inside else 0.0
+        k_eff += inside
+    return votes, k_eff
+
+
+@numba.njit(cache=True)
+def knn_vote_ring(p1: np.ndarray, p2: np.ndarray, y: np.ndarray, n: int, head: int, q1: float,
+                  q2: float, k: int, dbuf: np.ndarray, heap: np.ndarray) -> tuple[float, int]:
+    """`knn_vote` over the first n slots of a ring whose next write slot is `head` (the newest entry
+    is at head - 1, cyclically); dbuf has >= n slots, heap >= min(k, n)."""
+    if n == 0 or k <= 0 or not (abs(q1) < np.inf and abs(q2) < np.inf):
+        return 0.0, 0
+    a1 = p1[:n]
+    a2 = p2[:n]
+    d = dbuf[:n]
+    for j in range(n):
+        a = a1[j] - q1
+        b = a2[j] - q2
+        d[j] = math.sqrt(a * a + b * b)
+    newest = head - 1
+    if newest < 0 or newest >= n:
+        newest = n - 1
+    dstar = mth_smallest_newest_first(d, min(k, n), newest, heap)
+    return _votes_within(d, y[:n], dstar)
+
+
+@numba.njit(cache=True)
+def _wma(x: np.ndarray) -> float:
+    """`wma(x, len(x))`: the same terms in the same order."""
+    n = x.shape[0]
+    num = 0.0
+    for j in range(n):
+        num += (n - j) * x[n - 1 - j]
+    return num / (n * (n + 1) / 2.0)
+
+
+@numba.njit(cache=True)
+def push_wma(buf: np.ndarray, head: int, x: float, n1: int, n2: int) -> tuple[float, float]:
+    """Write x at ring slot `head` (buf has 2 x cap slots), return the WMA_n1 and WMA_n2 of the
+    newest values (n1, n2 <= cap; meaningful once that many values were written)."""
+    cap = buf.shape[0] // 2
+    buf[head] = x
+    buf[head + cap] = x
+    stop = head + 1 + cap
+    return _wma(buf[stop - n1:stop]), _wma(buf[stop - n2:stop])
+
+
 def warmup() -> None:
-    """Compile the kernels on tiny inputs."""
+    """Compile the kernels the state uses on tiny inputs (the reference `knn_vote` on first use)."""
     a = np.array([1.0, 2.0, 3.0])
-    knn_vote(a, a, np.array([0.0, 1.0, -1.0]), 1.5, 1.5, 2)
+    b = np.zeros(4)
+    knn_vote_ring(a, a, np.array([0.0, 1.0, -1.0]), 3, 0, 1.5, 1.5, 2, np.empty(3), np.empty(2))
+    push_wma(b, 0, 1.0, 1, 2)
 
 
 def wma(x: Sequence[float], n: int) -> float:
@@ -174,7 +273,7 @@ class WilderRsi:
 class MlmiStore:
     """Ring of at most `capacity` entries (p1, p2, label); labels follow step 3."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, k_max: int = 1) -> None:
         self.capacity = capacity
         self.p1 = np.zeros(capacity)
         self.p2 = np.zeros(capacity)
@@ -183,6 +282,8 @@ class MlmiStore:
         self.total = 0  # entries ever appended
         self._head = 0
         self._last_price = math.nan
+        self._dbuf = np.empty(capacity)  # kNN scratch
+        self._heap = np.empty(max(1, min(k_max, capacity)))
 
     def add(self, p1: float, p2: float, price: float) -> float:
         """Append an entry; returns its label."""
@@ -197,7 +298,10 @@ class MlmiStore:
 
     def vote(self, q1: float, q2: float, k: int) -> tuple[float, int]:
         n = self.n  # while filling, the entries are the first n slots; once full, all slots
-        return knn_vote(self.p1[:n], self.p2[:n], self.y[:n], q1, q2, k)
+        if min(k, n) > self._heap.shape[0]:
+            self._heap = np.empty(min(k, n))
+        return knn_vote_ring(self.p1, self.p2, self.y, n, self._head, q1, q2, k, self._dbuf,
+                             self._heap)
 
 
 class MlmiOutput(NamedTuple):
@@ -216,36 +320,60 @@ class MlmiState:
     def __init__(self, cfg: MlmiConfig | None = None) -> None:
         self.cfg = cfg = cfg or MlmiConfig()
         self.t = -1
-        self.store = MlmiStore(cfg.store_max)
-        self._closes: deque[float] = deque(maxlen=max(cfg.ma_fast, cfg.ma_slow))
+        self.store = MlmiStore(cfg.store_max, cfg.k)
+        # Rings of 2 x cap slots (each value at i and i + cap) and their fill counts.
+        self._c_cap = max(cfg.ma_fast, cfg.ma_slow)
+        self._closes = np.zeros(2 * self._c_cap)
+        self._c_head = self._c_n = 0
+        self._prev_close = math.nan
         self._rsi_fast = WilderRsi(cfg.rsi_fast)
         self._rsi_slow = WilderRsi(cfg.rsi_slow)
-        self._rf: deque[float] = deque(maxlen=cfg.trend)
-        self._rs: deque[float] = deque(maxlen=cfg.trend)
+        self._rf = np.zeros(2 * cfg.trend)
+        self._rs = np.zeros(2 * cfg.trend)
+        self._rf_head = self._rf_n = self._rs_head = self._rs_n = 0
+        self._p1 = math.nan  # WMA of the RSI rings; they only change when an RSI is pushed
+        self._p2 = math.nan
         self._prev_ma: tuple[float, float] | None = None
-        self._votes: deque[float] = deque(maxlen=cfg.signal_wma)
+        self._votes = np.zeros(2 * cfg.signal_wma)
+        self._v_head = self._v_n = 0
         self._prev_pm: tuple[float, float] | None = None  # (P, M) at t-1
 
     def update(self, close: float) -> MlmiOutput:
         cfg = self.cfg
         self.t += 1
-        if self._closes:
-            change = close - self._closes[-1]
-            self._push_rsi(self._rsi_fast.update(change), self._rf)
-            self._push_rsi(self._rsi_slow.update(change), self._rs)
-        self._closes.append(close)
-
-        p1 = wma(self._rs, cfg.trend) if len(self._rs) == cfg.trend else math.nan
-        p2 = wma(self._rf, cfg.trend) if len(self._rf) == cfg.trend else math.nan
+        trend = cfg.trend
+        if self._c_n:
+            change = close - self._prev_close
+            rf = self._rsi_fast.update(change)
+            if math.isfinite(rf):
+                h = self._rf_head
+                self._rf_head = (h + 1) % trend
+                self._rf_n = min(self._rf_n + 1, trend)
+                w = push_wma(self._rf, h, rf, trend, 1)[0]
+                self._p2 = w if self._rf_n == trend else math.nan
+            rs = self._rsi_slow.update(change)
+            if math.isfinite(rs):
+                h = self._rs_head
+                self._rs_head = (h + 1) % trend
+                self._rs_n = min(self._rs_n + 1, trend)
+                w = push_wma(self._rs, h, rs, trend, 1)[0]
+                self._p1 = w if self._rs_n == trend else math.nan
+        self._prev_close = close
+        cap = self._c_cap
+        h = self._c_head
+        self._c_head = (h + 1) % cap
+        self._c_n = min(self._c_n + 1, cap)
+        ma_q, ma_s = push_wma(self._closes, h, close, cfg.ma_fast, cfg.ma_slow)
+        p1, p2 = self._p1, self._p2
 
         # Step 2: the MA cross.
         event = False
         ma: tuple[float, float] | None = None
-        if len(self._closes) >= max(cfg.ma_fast, cfg.ma_slow):
-            ma = (wma(self._closes, cfg.ma_fast), wma(self._closes, cfg.ma_slow))
+        if self._c_n >= cap:
+            ma = (ma_q, ma_s)
             if self._prev_ma is not None:
-                (q0, s0), (q1, s1) = self._prev_ma, ma
-                event = (q1 > s1 and q0 <= s0) or (q1 < s1 and q0 >= s0)
+                (q0, s0) = self._prev_ma
+                event = (ma_q > ma_s and q0 <= s0) or (ma_q < ma_s and q0 >= s0)
         self._prev_ma = ma
 
         # Steps 3-4: store and query.
@@ -260,9 +388,12 @@ class MlmiState:
         # Step 5: the signal line, on the P series from the first defined query on.
         signal = 0
         if self.t >= cfg.value_valid_from:
-            self._votes.append(votes)
-            if len(self._votes) == cfg.signal_wma:
-                m_now = wma(self._votes, cfg.signal_wma)
+            n = cfg.signal_wma
+            h = self._v_head
+            self._v_head = (h + 1) % n
+            self._v_n = min(self._v_n + 1, n)
+            m_now = push_wma(self._votes, h, votes, n, 1)[0]
+            if self._v_n == n:
                 if self._prev_pm is not None:
                     p_prev, m_prev = self._prev_pm
                     if votes > m_now and p_prev <= m_prev:
@@ -271,8 +402,3 @@ class MlmiState:
                         signal = -1
                 self._prev_pm = (votes, m_now)
         return MlmiOutput(value, signal, votes, k_eff, event, p1, p2)
-
-    @staticmethod
-    def _push_rsi(rsi: float, hist: deque[float]) -> None:
-        if math.isfinite(rsi):
-            hist.append(rsi)

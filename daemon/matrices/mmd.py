@@ -14,15 +14,25 @@ Called once per closed 30-minute bar with C, H, L (float64); bar t counts from 0
    score `= sqrt(max(0, MMD2_u))`, at most sqrt(2) (clipped). Y = X gives `MMD2_u = 2(A - 1)/m <= 0`.
 
 A non-finite input (e.g. a non-positive price) propagates as nan; the assembler substitutes the
-neutral value 0 and counts it. The pairwise work (m(m-1)/2 + n(n-1)/2 + mn kernel values, about 41k
-with the defaults, plus the median) is the numba kernel `mmd2_unbiased` (built from `standardize`,
-`median_sq_dist` (quickselect `mlmi.kth_smallest`) and `mmd2_fixed`).
+neutral value 0 and counts it.
+
+Kernels. `mmd2_unbiased` (with `standardize`, `median_sq_dist`, `mmd2_fixed`) is the straightforward
+reference for any dimension. The rolling state uses `mmd2_window`, the same arithmetic for 2-D z:
+identical standardized values and squared distances (so the same median, bit for bit), kernel sums
+over i < j only, no allocation (a workspace from `workspace_size`), and two speedups:
+- the median is selected inside a bracket `[lo, hi]` predicted from the previous bar's median scaled by
+  the change of the per-dimension variances (one counting/collecting pass, then a quickselect on the
+  few values inside); a miss widens the bracket, the last resort is the full quickselect;
+- `exp_neg_sum` evaluates `exp(-d inv)` vectorized: `s = n ln2 + r`, `|r| <= ln2/2`, `exp(r)` by its
+  degree-13 Taylor polynomial (truncation < 0.02 ulp; Estrin's scheme), `2^n` built from the exponent
+  bits; within 2 ulp of `math.exp` per term; arguments below -708 give 0 (the reference's
+  subnormals, < 3e-308).
+The kernel sums are then equal to the reference's up to float round-off (summation order).
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
 
 import msgspec
 import numba
@@ -33,6 +43,14 @@ from himari.daemon.matrices.mlmi import kth_smallest
 
 STD_FLOOR = 1e-8
 SCORE_MAX = math.sqrt(2.0)
+BRACKET_REL = 0.03  # margin of the median bracket (misses < 1% of bars on recorded data)
+_CHUNK = 512  # distance / exp scratch length (the three buffers stay in L1)
+_LOG2E = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01  # low bits zero: n * _LN2_HI is exact for |n| < 2048
+_LN2_LO = 1.90821492927058770002e-10
+_SHIFT = 6755399441055744.0  # 1.5 * 2^52: adding it rounds to an integer kept in the low bits
+_C3, _C4, _C5, _C6, _C7, _C8, _C9, _C10, _C11, _C12, _C13 = (1.0 / math.factorial(k)
+                                                            for k in range(3, 14))
 
 
 class MmdConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -47,6 +65,8 @@ class MmdConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     def valid_from(self) -> int:
         return self.test + self.reference
 
+
+# ---- reference kernels (any dimension)
 
 @numba.njit(cache=True)
 def standardize(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -93,16 +113,18 @@ def median_sq_dist(x: np.ndarray) -> float:
 
 
 @numba.njit(cache=True)
-def _kernel_sum(a: np.ndarray, b: np.ndarray, inv: float, same: bool) -> float:
-    """Sum of exp(-|a_i - b_j|^2 * inv) over all i, j, or over i < j when `same`."""
+def _kernel_sum(a: np.ndarray, b: np.ndarray, inv: float, den: float, same: bool) -> float:
+    """Sum of exp(-|a_i - b_j|^2 * inv) over all i, j, or over i < j when `same`; when the
+    reciprocal overflows (a subnormal sigma^2) the argument is `-|a_i - b_j|^2 / den` instead."""
     total = 0.0
     dim = a.shape[1]
+    div = not inv < np.inf
     for i in range(a.shape[0]):
         for j in range(i + 1 if same else 0, b.shape[0]):
             s = 0.0
             for c in range(dim):
                 s += (a[i, c] - b[j, c]) ** 2
-            total += math.exp(-s * inv)
+            total += math.exp(-s / den if div else -s * inv)
     return total
 
 
@@ -111,11 +133,12 @@ def mmd2_fixed(x: np.ndarray, y: np.ndarray, sigma: float) -> float:
     """Step 5: unbiased MMD^2 of x (m, d) and y (n, d) with a Gaussian kernel of width sigma."""
     m = x.shape[0]
     n = y.shape[0]
-    inv = 1.0 / (2.0 * sigma * sigma)
+    den = 2.0 * sigma * sigma
+    inv = 1.0 / den
     # The i < j sums doubled are the ordered sums over i != j.
-    kxx = 2.0 * _kernel_sum(x, x, inv, True)
-    kyy = 2.0 * _kernel_sum(y, y, inv, True)
-    kxy = _kernel_sum(x, y, inv, False)
+    kxx = 2.0 * _kernel_sum(x, x, inv, den, True)
+    kyy = 2.0 * _kernel_sum(y, y, inv, den, True)
+    kxy = _kernel_sum(x, y, inv, den, False)
     return kxx / (m * (m - 1)) + kyy / (n * (n - 1)) - 2.0 * kxy / (m * n)
 
 
@@ -130,6 +153,299 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return mmd2_fixed(xs, ys, sigma), sigma
 
 
+# ---- fast kernels (2-D z, rolling window)
+
+@numba.njit(cache=True, fastmath={"contract"})
+def _exp_neg_block(d: np.ndarray, inv: float, e: np.ndarray, t: np.ndarray) -> None:
+    """e_i * 2^(bits of t_i) = exp(-d_i inv) after `_exp_scale`; no reassociation here (the
+    shifter and Cody-Waite steps rely on the written order)."""
+    for i in range(d.shape[0]):
+        s = -d[i] * inv
+        sc = s if s >= -708.0 else -708.0
+        tt = sc * _LOG2E + _SHIFT
+        nf = tt - _SHIFT
+        r = (sc - nf * _LN2_HI) - nf * _LN2_LO
+        r2 = r * r  # Estrin's scheme: short dependency chains keep the FMA units busy
+        r4 = r2 * r2
+        q0 = (1.0 + r) + (0.5 + _C3 * r) * r2
+        q1 = (_C4 + _C5 * r) + (_C6 + _C7 * r) * r2
+        q2 = (_C8 + _C9 * r) + (_C10 + _C11 * r) * r2
+        q3 = _C12 + _C13 * r
+        p = (q0 + q1 * r4) + (q2 + q3 * r4) * (r4 * r4)
+        e[i] = p if s >= -708.0 else 0.0
+        t[i] = tt
+
+
+@numba.njit(cache=True)
+def _exp_scale(bits: np.ndarray) -> None:
+    """Shifter bits `0x4338...` + n (n in [-1021, 0]) -> the bits of the double 2^n."""
+    for i in range(bits.shape[0]):
+        bits[i] = (bits[i] + 1023) << 52
+
+
+@numba.njit(cache=True, fastmath={"reassoc", "contract"})
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    total = 0.0
+    for i in range(a.shape[0]):
+        total += a[i] * b[i]
+    return total
+
+
+@numba.njit(cache=True)
+def exp_neg_sum(d: np.ndarray, inv: float, ebuf: np.ndarray, tbuf: np.ndarray) -> float:
+    """`sum_i exp(-d_i inv)` for finite d_i >= 0 and finite inv >= 0; ebuf and tbuf are scratch of
+    equal length (tbuf's memory is reused as int64)."""
+    bits = tbuf.view(np.int64)
+    ch = ebuf.shape[0]
+    total = 0.0
+    for c0 in range(0, d.shape[0], ch):
+        blk = d[c0:c0 + ch]
+        k = blk.shape[0]
+        _exp_neg_block(blk, inv, ebuf[:k], tbuf[:k])
+        _exp_scale(bits[:k])
+        total += _dot(ebuf[:k], tbuf[:k])
+    return total
+
+
+@numba.njit(cache=True)
+def exp_neg_sum_ref(d: np.ndarray, inv: float) -> float:
+    """`sum_i exp(-d_i inv)` with math.exp (the reference)."""
+    total = 0.0
+    for i in range(d.shape[0]):
+        total += math.exp(-d[i] * inv)
+    return total
+
+
+@numba.njit(cache=True)
+def _exp_neg_sum_div(d: np.ndarray, den: float) -> float:
+    """`sum_i exp(-d_i / den)`: the path for a subnormal sigma^2, whose reciprocal overflows."""
+    total = 0.0
+    for i in range(d.shape[0]):
+        total += math.exp(-d[i] / den)
+    return total
+
+
+@numba.njit(cache=True)
+def _row_sq_dists(a0: float, a1: float, b0: np.ndarray, b1: np.ndarray, out: np.ndarray) -> None:
+    """out[k] <- |b_k - a|^2. Slices keep the indices non-negative so this vectorizes (a signed
+    index costs a wraparound select); the operations are `median_sq_dist`'s, so the bits match."""
+    for k in range(out.shape[0]):
+        u = b0[k] - a0
+        v = b1[k] - a1
+        out[k] = u * u + v * v
+
+
+@numba.njit(cache=True)
+def _bracket_pass(x0: np.ndarray, x1: np.ndarray, mid: float, half: float, buf: np.ndarray,
+                  row: np.ndarray) -> tuple[int, int]:
+    """One pass over the pairs i < j: (count below, count inside) of d = |x_i - x_j|^2 for the
+    interval `|d - mid| <= half` (below: `d - mid < -half`; one rounded difference decides both, so
+    the sets are consistent intervals in d); the inside values are copied to buf.
+
+    Each row of distances is built in `row` (L1) by a vectorized loop that also counts; only the
+    16-value blocks of a row with a hit are searched (one rare branch per value)."""
+    m = x0.shape[0]
+    below = 0
+    c = 0
+    for i in range(m - 1):
+        n = m - 1 - i
+        o = row[:n]
+        b0 = x0[i + 1:]
+        b1 = x1[i + 1:]
+        a0 = x0[i]
+        a1 = x1[i]
+        inside = 0
+        for k in range(n):
+            u = b0[k] - a0
+            v = b1[k] - a1
+            d = u * u + v * v  # as `median_sq_dist`: the same bits
+            o[k] = d
+            t = d - mid
+            below += t < -half
+            inside += abs(t) <= half
+        if inside:
+            for k0 in range(0, n, 16):
+                blk = o[k0:k0 + 16]
+                hit = 0
+                for q in range(blk.shape[0]):
+                    hit += abs(blk[q] - mid) <= half
+                if hit:
+                    for q in range(blk.shape[0]):
+                        d = blk[q]
+                        if abs(d - mid) <= half:
+                            buf[c] = d
+                            c += 1
+    return below, c
+
+
+@numba.njit(cache=True)
+def median_pair_sq_dist(x0: np.ndarray, x1: np.ndarray, lo: float, hi: float, buf: np.ndarray,
+                        row: np.ndarray) -> tuple[float, int]:
+    """(`median_sq_dist` of the 2-D points (x0, x1), passes over the pairs); m >= 2, finite input.
+
+    buf: >= m(m-1)/2 slots, row: >= m. Each pass (`_bracket_pass`) rebuilds the distances and
+    collects those inside the bracket [lo, hi]; when the middle order statistics fall inside,
+    a quickselect over the few collected values finds them. No valid bracket: one around the median
+    of the pairs among every 4th point. A miss widens the failing side; the 4th pass takes all.
+    Quickselect leaves buf[k+1:] >= buf[k], so the upper middle value is a min over that part."""
+    m = x0.shape[0]
+    cnt = m * (m - 1) // 2
+    h = cnt // 2
+    k0 = h - 1 if cnt % 2 == 0 else h
+    k1 = h
+    if not (lo <= hi):
+        ns = 0
+        for i in range(0, m, 4):
+            for j in range(i + 4, m, 4):
+                u = x0[j] - x0[i]
+                v = x1[j] - x1[i]
+                buf[ns] = u * u + v * v
+                ns += 1
+        g = kth_smallest(buf[:ns], ns // 2) if ns > 0 else 1.0
+        lo = g * 0.95
+        hi = g * 1.05
+    passes = 0
+    while True:
+        passes += 1
+        mid = 0.5 * (lo + hi)
+        half = 0.5 * (hi - lo)
+        if passes == 4:
+            mid = 0.0
+            half = np.inf
+        below, c = _bracket_pass(x0, x1, mid, half, buf, row)
+        if below <= k0 and below + c > k1:
+            a = kth_smallest(buf[:c], k0 - below)
+            if k1 == k0:
+                return a, passes
+            rest = buf[k0 - below + 1:c]
+            b = rest[0]
+            for i in range(1, rest.shape[0]):
+                if rest[i] < b:
+                    b = rest[i]
+            return 0.5 * (a + b), passes
+        step = max(hi - lo, 0.01 * abs(hi)) * 4.0 ** passes
+        if below > k0:
+            lo -= step
+        if below + c <= k1:
+            hi += step
+
+
+@numba.njit(cache=True)
+def _pair_exp_sum(a0: np.ndarray, a1: np.ndarray, b0: np.ndarray, b1: np.ndarray, skip: int,
+                  inv: float, den: float, dbuf: np.ndarray, ebuf: np.ndarray,
+                  tbuf: np.ndarray) -> float:
+    """Sum of exp(-|a_i - b_j|^2 inv) over all i, j (skip 0) or over i < j (skip 1, b = a), as
+    `_kernel_sum` (an int, not a bool, so numba compiles one version); the distances go through the
+    L1 chunk dbuf and `exp_neg_sum`."""
+    div = not inv < np.inf
+    ch = dbuf.shape[0]
+    total = 0.0
+    fill = 0
+    nb_all = b0.shape[0]
+    for i in range(a0.shape[0]):
+        j0 = i + 1 if skip else 0
+        k = j0
+        while k < nb_all:
+            take = min(nb_all - k, ch - fill)
+            _row_sq_dists(a0[i], a1[i], b0[k:k + take], b1[k:k + take], dbuf[fill:fill + take])
+            fill += take
+            k += take
+            if fill == ch:
+                total += _exp_neg_sum_div(dbuf, den) if div else exp_neg_sum(dbuf, inv, ebuf, tbuf)
+                fill = 0
+    if fill:
+        d = dbuf[:fill]
+        total += _exp_neg_sum_div(d, den) if div else exp_neg_sum(d, inv, ebuf, tbuf)
+    return total
+
+
+@numba.njit(cache=True)
+def _standardize_column(x: np.ndarray, y: np.ndarray, xo: np.ndarray,
+                        yo: np.ndarray) -> tuple[float, bool]:
+    """One column of `standardize` into xo, yo: (sd, all of yo finite); sd is nan if x is not finite."""
+    m = x.shape[0]
+    mean = 0.0
+    for i in range(m):
+        mean += x[i]
+    mean /= m
+    var = 0.0
+    for i in range(m):
+        var += (x[i] - mean) ** 2
+    if not var < np.inf:
+        return np.nan, False
+    sd = math.sqrt(var / m)
+    if sd < STD_FLOOR:
+        sd = STD_FLOOR
+    for i in range(m):
+        xo[i] = (x[i] - mean) / sd
+    ok = True
+    for i in range(y.shape[0]):
+        v = (y[i] - mean) / sd
+        yo[i] = v
+        ok = ok and abs(v) < np.inf
+    return sd, ok
+
+
+def workspace_size(m: int, n: int) -> int:
+    """float64 slots `mmd2_window` needs for reference size m and test size n."""
+    return 3 * m + 2 * n + 3 * _CHUNK + m * (m - 1) // 2
+
+
+@numba.njit(cache=True)
+def mmd2_window(z: np.ndarray, start: int, m: int, n: int, work: np.ndarray,
+                hint: np.ndarray) -> tuple[float, float]:
+    """(MMD2_u, sigma) for X = z[:, start:start+m] and Y = z[:, start+m:start+m+n] (z is (2, N):
+    returns, log ranges); the value of `mmd2_unbiased` up to round-off, sigma identical.
+
+    `work` has `workspace_size(m, n)` slots (only a few KB are touched while the median bracket
+    hits). `hint` (4 floats) carries the previous median and the two standard deviations (nan: none;
+    updated here) and hint[3] counts the median passes."""
+    xs0 = work[0:m]
+    xs1 = work[m:2 * m]
+    row = work[2 * m:3 * m]
+    o = 3 * m
+    ys0 = work[o:o + n]
+    ys1 = work[o + n:o + 2 * n]
+    o += 2 * n
+    dbuf = work[o:o + _CHUNK]
+    ebuf = work[o + _CHUNK:o + 2 * _CHUNK]
+    tbuf = work[o + 2 * _CHUNK:o + 3 * _CHUNK]
+    buf = work[o + 3 * _CHUNK:]
+
+    # Step 3, as `standardize`.
+    sd0, ok0 = _standardize_column(z[0, start:start + m], z[0, start + m:start + m + n], xs0, ys0)
+    sd1, ok1 = _standardize_column(z[1, start:start + m], z[1, start + m:start + m + n], xs1, ys1)
+    if sd0 != sd0 or sd1 != sd1:  # a nan or inf in X
+        return np.nan, np.nan
+
+    # Step 4: the bracket spans the previous median and that scaled by the variance change.
+    prev = hint[0]
+    lo = np.nan
+    hi = np.nan
+    if prev == prev:
+        pred = prev * 0.5 * ((hint[1] / sd0) ** 2 + (hint[2] / sd1) ** 2)
+        lo = min(prev, pred) * (1.0 - BRACKET_REL)
+        hi = max(prev, pred) * (1.0 + BRACKET_REL)
+    sigma2, passes = median_pair_sq_dist(xs0, xs1, lo, hi, buf, row)
+    hint[0] = sigma2
+    hint[1] = sd0
+    hint[2] = sd1
+    hint[3] += passes
+    if sigma2 == 0.0:
+        sigma2 = 1.0
+    sigma = math.sqrt(sigma2)
+    if not (ok0 and ok1):
+        return np.nan, sigma
+
+    # Step 5 over i < j within X and Y, all pairs across.
+    den = 2.0 * sigma * sigma
+    inv = 1.0 / den
+    kxx = 2.0 * _pair_exp_sum(xs0, xs1, xs0, xs1, 1, inv, den, dbuf, ebuf, tbuf)
+    kyy = 2.0 * _pair_exp_sum(ys0, ys1, ys0, ys1, 1, inv, den, dbuf, ebuf, tbuf)
+    kxy = _pair_exp_sum(xs0, xs1, ys0, ys1, 0, inv, den, dbuf, ebuf, tbuf)
+    return kxx / (m * (m - 1)) + kyy / (n * (n - 1)) - 2.0 * kxy / (m * n), sigma
+
+
 def score(mmd2: float) -> float:
     """`sqrt(max(0, MMD2_u))` clipped to sqrt(2); nan stays nan."""
     if math.isnan(mmd2):
@@ -138,34 +454,50 @@ def score(mmd2: float) -> float:
 
 
 def warmup() -> None:
-    x = np.array([[0.0, 1.0], [1.0, 0.5], [0.5, 0.2]])
-    mmd2_unbiased(x, x[:2].copy())
+    """Compile the kernels the rolling state uses (the reference kernels compile on first use)."""
+    z = np.array([[0.0, 1.0, 0.5, 0.0, 1.0], [1.0, 0.5, 0.2, 1.0, 0.5]])
+    mmd2_window(z, 0, 3, 2, np.empty(workspace_size(3, 2)), np.full(4, np.nan))
 
 
 class MmdState:
-    """Rolling z vectors; `update` returns the score, nan until t >= test + reference."""
+    """Rolling z vectors; `update` returns the score, nan until t >= test + reference.
+
+    z is kept twice in a (2, 2W) ring (W = test + reference) so the last W vectors are one slice."""
 
     def __init__(self, cfg: MmdConfig | None = None) -> None:
         self.cfg = cfg = cfg or MmdConfig()
-        self._z: deque[tuple[float, float]] = deque(maxlen=cfg.test + cfg.reference)
+        self._w = w = cfg.test + cfg.reference
+        self._z = np.zeros((2, 2 * w))
+        self._head = 0  # next write slot; the window is [head, head + W) once full
+        self._count = 0
+        self._work = np.empty(workspace_size(cfg.reference, cfg.test))
+        self._hint = np.full(4, np.nan)
+        self._hint[3] = 0.0
         self._prev_close: float | None = None
         self.last_mmd2 = math.nan
         self.last_sigma = math.nan
+
+    @property
+    def median_passes(self) -> int:
+        """Passes over the pair distances spent selecting medians (1 per bar when the bracket hits)."""
+        return int(self._hint[3])
 
     def update(self, close: float, high: float, low: float) -> float:
         prev = self._prev_close
         self._prev_close = close
         if prev is None:
             return math.nan
-        self._z.append((_log_ratio(close, prev), _log_ratio(high, low)))
+        r = math.log(close / prev) if close > 0.0 and prev > 0.0 else math.nan
+        g = math.log(high / low) if high > 0.0 and low > 0.0 else math.nan
+        w, h, z = self._w, self._head, self._z
+        z[0, h] = z[0, h + w] = r
+        z[1, h] = z[1, h + w] = g
+        self._head = (h + 1) % w
+        if self._count < w:
+            self._count += 1
+            if self._count < w:
+                return math.nan
         cfg = self.cfg
-        if len(self._z) < cfg.test + cfg.reference:
-            return math.nan
-        z = np.array(self._z, dtype=np.float64)
-        mmd2, sigma = mmd2_unbiased(z[: cfg.reference], z[cfg.reference:])
+        mmd2, sigma = mmd2_window(z, self._head, cfg.reference, cfg.test, self._work, self._hint)
         self.last_mmd2, self.last_sigma = mmd2, sigma
         return score(mmd2)
-
-
-def _log_ratio(a: float, b: float) -> float:
-    return math.log(a / b) if a > 0.0 and b > 0.0 else math.nan

@@ -14,13 +14,13 @@ Kernel weight of the close i bars back (i = 0 is the current bar), alpha = r, ba
   [-1, 1]; slope `tanh(s_t / S)` with S = slope_scale_pct (0.1), in (-1, 1). A non-positive close
   gives nan (the assembler substitutes the neutral value and counts it).
 
-The weighted sum is the numba kernel `nw_estimate`.
+The weighted sum is the numba kernel `nw_estimate`; the state keeps the closes twice in a ring of
+2 x window (the last `window` closes are one slice) and `nw_push` writes a close and estimates.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
 from typing import NamedTuple
 
 import msgspec
@@ -87,8 +87,18 @@ def nw_estimate(closes: np.ndarray, weights: np.ndarray) -> float:
     return c_now + num / den
 
 
+@numba.njit(cache=True)
+def nw_push(buf: np.ndarray, head: int, close: float, weights: np.ndarray) -> float:
+    """Write the close at ring slot `head` (buf has 2 x window slots) and estimate over the window."""
+    w = weights.shape[0]
+    buf[head] = close
+    buf[head + w] = close
+    return nw_estimate(buf[head + 1:head + 1 + w], weights)
+
+
 def warmup() -> None:
     nw_estimate(np.array([1.0, 2.0, 3.0]), rq_weights(8.0, 8.0, 3))
+    nw_push(np.zeros(6), 0, 1.0, rq_weights(8.0, 8.0, 3))
 
 
 def value_column(y: float, close: float, clip_pct: float) -> float:
@@ -116,34 +126,35 @@ class NwrqkState:
     def __init__(self, cfg: NwrqkConfig | None = None) -> None:
         self.cfg = cfg = cfg or NwrqkConfig()
         self.weights = rq_weights(cfg.h, cfg.r, cfg.window)
-        self._buf = np.zeros(cfg.window)  # closes, oldest first once full
+        self._buf = np.zeros(2 * cfg.window)  # each close at slots i and i + window
+        self._head = 0
         self._n = 0
-        self._ys: deque[float] = deque(maxlen=3)  # y_{t-2}, y_{t-1}, y_t
+        self._y1 = math.nan  # y_{t-1}
+        self._y2 = math.nan  # y_{t-2}
+        self._n_y = 0
 
     def update(self, close: float) -> NwrqkOutput:
         cfg = self.cfg
         w = cfg.window
-        if self._n < w:
-            self._buf[self._n] = close
+        head = self._head
+        self._head = (head + 1) % w
+        if self._n < w - 1:
             self._n += 1
-        else:  # shift left by one; 27 floats, cheaper than ring bookkeeping in the kernel
-            self._buf[:-1] = self._buf[1:]
-            self._buf[-1] = close
-        if self._n < w:
+            self._buf[head] = self._buf[head + w] = close
             return NwrqkOutput(math.nan, math.nan, 0, math.nan, math.nan)
-
-        y = nw_estimate(self._buf, self.weights)
-        self._ys.append(y)
+        self._n = w
+        y = nw_push(self._buf, head, close, self.weights)
+        y1, y2 = self._y1, self._y2
+        n_y = self._n_y = min(self._n_y + 1, 3)
+        self._y1, self._y2 = y, y1
         slope = math.nan
         change = 0
-        if len(self._ys) >= 2:
-            y_prev = self._ys[-2]
-            slope = 100.0 * (y - y_prev) / y_prev if y_prev > 0.0 else math.nan
-        if len(self._ys) == 3:
-            y2, y1, y0 = self._ys
-            if y1 < y0 and y2 > y1:
+        if n_y >= 2:
+            slope = 100.0 * (y - y1) / y1 if y1 > 0.0 else math.nan
+        if n_y == 3:
+            if y1 < y and y2 > y1:
                 change = 1
-            elif y1 > y0 and y2 < y1:
+            elif y1 > y and y2 < y1:
                 change = -1
         return NwrqkOutput(y, slope, change, value_column(y, close, cfg.value_clip_pct),
                            slope_column(slope, cfg.slope_scale_pct))

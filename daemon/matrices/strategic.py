@@ -46,6 +46,10 @@ nwrqk_slope_pct, nwrqk_change (+1 bullish / -1 bearish direction change, 0 none)
 (v_rel; 1 until valid), volatility_30_pct (v30; 0 until valid), lvn_present, lvn_price, lvn_strength,
 lvn_distance_pct (0 when there is no LVN). Values not yet valid are 0; a non-finite context value is
 replaced the same way and counted in `context_nonfinite`.
+
+Cost: the numba kernel `finish_row` applies validity, substitution and clipping and writes the row
+into a float32 ring of 2 x rows (each row at slots i and i + rows), so the published matrix is one
+contiguous slice copied out; the indicator states keep their own rings (see their modules).
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ import math
 from collections import deque
 
 import msgspec
+import numba
 import numpy as np
 
 from himari.daemon.configbase import check_range
@@ -130,10 +135,32 @@ def momentum_column(c_now: float, c_then: float, scale_pct: float) -> float:
     return math.tanh(100.0 * (c_now - c_then) / c_then / scale_pct)
 
 
+@numba.njit(cache=True)
+def finish_row(raw: tuple[float, ...], t: int, valid_from: np.ndarray, ring: np.ndarray, head: int,
+               counts: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """Row t from the raw column values: neutral before a column's valid-from bar, a non-finite valid
+    value replaced by the neutral one and counted, clipped to the table range; written (float64) to
+    `row` and (float32) to ring slots head and head + rows. Returns the newest `rows` rows, a copy."""
+    rows = ring.shape[0] // 2
+    for c in range(N_COLS):
+        v = raw[c] if t >= valid_from[c] else NEUTRAL[c]
+        if not abs(v) < np.inf:
+            counts[c] += 1
+            v = NEUTRAL[c]
+        v = min(max(v, _LO[c]), _HI[c])
+        row[c] = v
+        ring[head, c] = v
+        ring[head + rows, c] = v
+    return ring[head + 1:head + 1 + rows].copy()
+
+
 def warmup() -> None:
     """Compile every numba kernel the strategic matrix uses."""
     for module in (mlmi, nwrqk, lvn, mmd, volatility):
         module.warmup()
+    ring = np.zeros((2, N_COLS), dtype=np.float32)
+    finish_row((0.0,) * N_COLS, 0, np.zeros(N_COLS, dtype=np.int64), ring, 0,
+               np.zeros(N_COLS, dtype=np.int64), np.zeros(N_COLS))
 
 
 class _Pending:
@@ -146,14 +173,6 @@ class _Pending:
         self.volume, self.n_ticks = bar.volume, bar.n_ticks
         self.last_open = bar.ts_open
         self.aligned_start = bar.ts_open == m * PERIOD_NS
-
-    def merge(self, bar: Bar) -> None:
-        self.high = max(self.high, bar.high)
-        self.low = min(self.low, bar.low)
-        self.close = bar.close
-        self.volume += bar.volume
-        self.n_ticks += bar.n_ticks
-        self.last_open = bar.ts_open
 
 
 class StrategicAssembler:
@@ -177,7 +196,11 @@ class StrategicAssembler:
         self._mmd = MmdState(cfg.mmd)
         self._vol = VolatilityState(cfg.vol)
         self._closes: deque[float] = deque(maxlen=max(cfg.momentum.n_short, cfg.momentum.n_long) + 1)
-        self._window = np.tile(NEUTRAL.astype(np.float32), (cfg.rows, 1))
+        self._vf = tuple(int(v) for v in self._valid_from)
+        self._ring = np.tile(NEUTRAL.astype(np.float32), (2 * cfg.rows, 1))  # rows at i and i + rows
+        self._head = 0
+        self._row = np.zeros(N_COLS)
+        self._inst_id = instrument.id
         self._pending: _Pending | None = None
         self._last_closed_m: int | None = None
         self._started = False
@@ -203,30 +226,49 @@ class StrategicAssembler:
     def on_bar_all(self, bar5m: Bar) -> list[FeatureMatrix]:
         """Feed one closed 5-minute bar; every matrix it closes, oldest first (0, 1 or 2)."""
         bar = bar5m
-        if bar.instrument_id != self.instrument.id:
+        if bar.instrument_id != self._inst_id:
             self.foreign_bars += 1
             return []
-        m = bar.ts_open // PERIOD_NS
-        if not _bar_ok(bar) or (bar.ts_close - 1) // PERIOD_NS != m:
+        ts_open = bar.ts_open
+        ts_close = bar.ts_close
+        m = ts_open // PERIOD_NS
+        o, h, l, c = bar.open, bar.high, bar.low, bar.close
+        # Spec 1.8 validity plus a positive duration, inside one 30-minute interval.
+        if not (0 < l <= o <= h and l <= c <= h and bar.volume >= 0 and bar.n_ticks >= 0
+                and ts_open < ts_close and (ts_close - 1) // PERIOD_NS == m):
             self.malformed_bars += 1
             return []
         pending = self._pending
-        closed_already = self._last_closed_m is not None and m <= self._last_closed_m
-        not_later = pending is not None and (
-            m < pending.m or (m == pending.m and bar.ts_open <= pending.last_open))
-        if closed_already or not_later:
-            self.late_bars += 1
-            return []
-        out: list[FeatureMatrix] = []
-        if pending is not None and m > pending.m:
+        if pending is None:
+            if self._last_closed_m is not None and m <= self._last_closed_m:
+                self.late_bars += 1
+                return []
+            out: list[FeatureMatrix] = []
+        elif m == pending.m:
+            if ts_open <= pending.last_open:
+                self.late_bars += 1
+                return []
+            out = []
+        elif m > pending.m:
             self.gap_closes += 1
+            out = []
             self._close_pending(out)
             pending = None
+        else:
+            self.late_bars += 1
+            return []
         if pending is None:
             self._pending = _Pending(m, bar)
-        else:
-            pending.merge(bar)
-        if bar.ts_close == (m + 1) * PERIOD_NS:
+        else:  # merge
+            if h > pending.high:
+                pending.high = h
+            if l < pending.low:
+                pending.low = l
+            pending.close = c
+            pending.volume += bar.volume
+            pending.n_ticks += bar.n_ticks
+            pending.last_open = ts_open
+        if ts_close == (m + 1) * PERIOD_NS:
             self._close_pending(out)
         return out
 
@@ -283,34 +325,28 @@ class StrategicAssembler:
         mmd_score = self._mmd.update(c, h, l)
         vol = self._vol.update(c)
 
-        raw = np.array([
-            ml.value, float(ml.signal), nw.value_col, nw.slope_col,
-            pr.distance_col if pr is not None else math.nan,
-            pr.strength_col if pr is not None else math.nan,
-            1.0 if fv.bull_active else 0.0, 1.0 if fv.bear_active else 0.0,
-            m_s, m_l, mmd_score, vol.column,
-            pr.skew_col if pr is not None else math.nan], dtype=np.float64)
-        valid = t >= self._valid_from
-        row = np.where(valid, raw, NEUTRAL)
-        bad = ~np.isfinite(row)
-        if bad.any():
-            self.nonfinite_counts += bad
-            row[bad] = NEUTRAL[bad]
-        row = np.clip(row, _LO, _HI)
-        self._window[:-1] = self._window[1:]
-        self._window[-1] = row
-        values = self._window.copy()
+        raw = (ml.value, float(ml.signal), nw.value_col, nw.slope_col,
+               pr.distance_col if pr is not None else math.nan,
+               pr.strength_col if pr is not None else math.nan,
+               1.0 if fv.bull_active else 0.0, 1.0 if fv.bear_active else 0.0,
+               m_s, m_l, mmd_score, vol.column,
+               pr.skew_col if pr is not None else math.nan)
+        head = self._head
+        self._head = (head + 1) % cfg.rows
+        values = finish_row(raw, t, self._valid_from, self._ring, head, self.nonfinite_counts,
+                            self._row)
         values.flags.writeable = False
+        row = self._row
 
-        vf = self._valid_from
-        lvn_ = pr.lvn if (pr is not None and valid[4]) else None
+        vf = self._vf
+        lvn_ = pr.lvn if (pr is not None and t >= vf[4]) else None
         ctx = {
             "close": c,
             "bar_index": float(t),
             "mlmi_value": float(row[0]),
             "mlmi_signal": float(row[1]),
-            "nwrqk_y": nw.y if valid[2] else 0.0,
-            "nwrqk_slope_pct": nw.slope_pct if valid[3] else 0.0,
+            "nwrqk_y": nw.y if t >= vf[2] else 0.0,
+            "nwrqk_slope_pct": nw.slope_pct if t >= vf[3] else 0.0,
             "nwrqk_change": float(nw.change) if t >= cfg.nwrqk.change_valid_from else 0.0,
             "volatility_30": vol.v_rel if t >= vf[11] else 1.0,
             "volatility_30_pct": vol.v_short_pct if t >= cfg.vol.short else 0.0,
@@ -322,14 +358,9 @@ class StrategicAssembler:
         for key, value in ctx.items():
             if not math.isfinite(value):
                 self.context_nonfinite += 1
-                ctx[key] = _CONTEXT_DEFAULT.get(key, 0.0)
+                ctx[key] = _CONTEXT_DEFAULT.get(key, 0.0)  # replacing a value keeps the key order
 
         return FeatureMatrix(event_id=self._ids.next("SM"), ts_ns=ts_close,
                              instrument_id=self.instrument.id, kind="strategic", bar_id=bar_id,
                              values=values, ready=t >= self.ready_from, context=ctx)
 
-
-def _bar_ok(bar: Bar) -> bool:
-    """Spec 1.8 validity plus a positive duration."""
-    return (0 < bar.low <= min(bar.open, bar.close) and max(bar.open, bar.close) <= bar.high
-            and bar.volume >= 0 and bar.n_ticks >= 0 and bar.ts_close > bar.ts_open)

@@ -9,13 +9,14 @@ return `r_t = ln(C_t / C_{t-1})` exists from t = 1.
 The event and strategic context carry `volatility_30 = v_rel` (1 until valid) and `v30` beside it.
 A non-positive close gives a nan return, which makes the std nan until it leaves the window; the
 assembler substitutes neutral values and counts them. The std is the numba kernel `sample_std`
-(two-pass, for accuracy on near-constant returns).
+(two-pass, for accuracy on near-constant returns); the state keeps the returns twice in a ring of
+2 x long (the last `long` returns are one slice) and `vol_push` writes a return and takes both stds
+in one call, with the same arithmetic as `sample_std` on a copy of the window.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
 from typing import NamedTuple
 
 import msgspec
@@ -53,8 +54,22 @@ def sample_std(x: np.ndarray) -> float:
     return math.sqrt(ss / (n - 1))
 
 
+@numba.njit(cache=True)
+def vol_push(buf: np.ndarray, head: int, r: float, short: int, long: int,
+             count: int) -> tuple[float, float]:
+    """Write r at ring slot `head` (buf has 2 x long slots) and return (std of the last `short`,
+    std of the last `long`) over the ring's `count` returns; nan where fewer are there."""
+    buf[head] = r
+    buf[head + long] = r
+    end = head + 1 + long
+    s = sample_std(buf[end - short:end]) if count >= short else np.nan
+    g = sample_std(buf[end - long:end]) if count >= long else np.nan
+    return s, g
+
+
 def warmup() -> None:
     sample_std(np.array([0.1, -0.1, 0.2]))
+    vol_push(np.zeros(6), 0, 0.1, 2, 3, 1)
 
 
 def rel_column(v_rel: float) -> float:
@@ -77,23 +92,30 @@ class VolOutput(NamedTuple):
 class VolatilityState:
     def __init__(self, cfg: VolConfig | None = None) -> None:
         self.cfg = cfg = cfg or VolConfig()
-        self._r: deque[float] = deque(maxlen=cfg.long)
+        self._r = np.zeros(2 * cfg.long)  # each return at slots i and i + long
+        self._head = 0
+        self._count = 0
         self._prev_close: float | None = None
 
     def update(self, close: float) -> VolOutput:
         cfg = self.cfg
         prev = self._prev_close
         self._prev_close = close
-        if prev is not None:
-            self._r.append(math.log(close / prev) if close > 0.0 and prev > 0.0 else math.nan)
-        n = len(self._r)
-        if n < cfg.short:
+        if prev is None:
             return VolOutput(math.nan, math.nan, math.nan, math.nan)
-        r = np.array(self._r, dtype=np.float64)
-        v_short = 100.0 * sample_std(r[n - cfg.short:])
-        if n < cfg.long:
+        r = math.log(close / prev) if close > 0.0 and prev > 0.0 else math.nan
+        head = self._head
+        self._head = (head + 1) % cfg.long
+        if self._count < cfg.long:
+            self._count += 1
+        if self._count < cfg.short:
+            self._r[head] = self._r[head + cfg.long] = r
+            return VolOutput(math.nan, math.nan, math.nan, math.nan)
+        s, g = vol_push(self._r, head, r, cfg.short, cfg.long, self._count)
+        v_short = 100.0 * s
+        if self._count < cfg.long:
             return VolOutput(v_short, math.nan, math.nan, math.nan)
-        v_long = 100.0 * sample_std(r)
+        v_long = 100.0 * g
         if v_long == 0.0:
             v_rel = 1.0
         else:

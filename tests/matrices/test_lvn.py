@@ -1,5 +1,6 @@
 """Volume profile, LVN and skew (spec features.md 3.3): the spec vector, LVN rules, degenerate
-profiles, and the binning kernel against a pure-Python reference."""
+profiles, the binning kernel against a pure-Python reference, and the fused kernel of the rolling
+state (`profile_stats`, numpy's summation replayed) against `compute_profile`, bit for bit."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from himari.daemon.configbase import ConfigError
-from himari.daemon.matrices.lvn import (ProfileConfig, VolumeProfileState, bin_moments,
-                                         compute_profile, find_lvn, profile_volume, warmup)
+from himari.daemon.matrices.lvn import (ProfileConfig, ProfileOutput, VolumeProfileState,
+                                         bin_moments, compute_profile, find_lvn, np_sum,
+                                         profile_stats, profile_volume, warmup)
 
 warmup()
 
@@ -135,3 +137,79 @@ def test_config_errors() -> None:
     with pytest.raises(ConfigError) as err:
         ProfileConfig(bins=2)
     assert err.value.key == "strategic.profile.bins"
+
+
+def assert_same_output(got: ProfileOutput | None, want: ProfileOutput | None) -> None:
+    """Every field equal (nan equal to nan), the LVN and the bin volumes included."""
+    assert (got is None) == (want is None)
+    if got is None or want is None:
+        return
+    for name, g, w in zip(ProfileOutput._fields, got, want):
+        if name == "vols":
+            np.testing.assert_array_equal(g, w)
+        elif name == "lvn":
+            assert (g is None) == (w is None), name
+            if g is not None:
+                assert tuple(g) == tuple(w), name
+        else:
+            assert g == w or (math.isnan(g) and math.isnan(w)), (name, g, w)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.one_of(st.floats(-1e6, 1e6), st.sampled_from([0.0, -0.0, 1e-300])),
+                max_size=300))
+def test_np_sum_is_numpys_sum(xs: list[float]) -> None:
+    a = np.array(xs, dtype=np.float64)
+    assert np_sum(a) == float(a.sum())  # bit for bit, pairwise blocks included
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(bar_st, min_size=1, max_size=60), st.integers(3, 30), st.floats(1.0, 260.0),
+       st.sampled_from([0.3, 0.7, 1.0]))
+def test_fused_kernel_equals_reference(raw: list[tuple[float, float, float]], nb: int, close: float,
+                                       frac: float) -> None:
+    bars = [(round(l + s, 1), round(l, 1), v) for l, s, v in raw]
+    h, l, v = (np.array([b[i] for b in bars]) for i in range(3))
+    cfg = ProfileConfig(window=len(bars), bins=nb, lvn_max_frac_of_poc=frac)
+    want = compute_profile(h, l, v, close, cfg)
+    ok, lo, hi, vols, lvn_k, strength, dist_pct, skew, mu_k, sd_k, poc_k = profile_stats(
+        h, l, v, close, nb, frac)
+    assert ok == (want.poc_price == want.poc_price)
+    np.testing.assert_array_equal(vols, want.vols)
+    assert skew == want.skew
+    if ok:
+        width = (hi - lo) / nb
+        assert (lo + (mu_k + 0.5) * width, sd_k * width) == (want.mu, want.sd)
+        assert lo + (poc_k + 0.5) * width == want.poc_price
+        assert (lvn_k >= 0) == (want.lvn is not None)
+        if want.lvn is not None:
+            assert (lo + (lvn_k + 0.5) * width, strength, dist_pct) == tuple(want.lvn)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(bar_st, min_size=1, max_size=40), st.integers(1, 9), st.integers(3, 12))
+def test_rolling_state_equals_reference_on_each_window(raw: list[tuple[float, float, float]],
+                                                       window: int, nb: int) -> None:
+    cfg = ProfileConfig(window=window, bins=nb)
+    state = VolumeProfileState(cfg)
+    bars = [(round(l + s, 1), round(l, 1), v) for l, s, v in raw]
+    for i, (h, l, v) in enumerate(bars):
+        close = round(l + 0.3 * (h - l), 2)
+        got = state.update(h, l, v, close)
+        if i < window - 1:
+            assert got is None
+            continue
+        w = bars[i + 1 - window:i + 1]
+        want = compute_profile(np.array([b[0] for b in w]), np.array([b[1] for b in w]),
+                               np.array([b[2] for b in w]), close, cfg)
+        assert_same_output(got, want)
+
+
+def test_nonfinite_window_gives_the_empty_profile() -> None:
+    state = VolumeProfileState(ProfileConfig(window=2, bins=4))
+    state.update(10.0, 9.0, 1.0, 9.5)
+    got = state.update(math.nan, 9.0, 1.0, 9.5)
+    want = compute_profile(np.array([10.0, math.nan]), np.array([9.0, 9.0]), np.ones(2), 9.5,
+                           ProfileConfig(window=2, bins=4))
+    assert got is not None and got.lvn is None and math.isnan(got.poc_price)
+    assert_same_output(got, want)

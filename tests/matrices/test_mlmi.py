@@ -1,5 +1,6 @@
 """MLMI (spec features.md 3.1): the k = 3 vector, the kNN kernel against a pure-Python reference,
-the store, Wilder RSI and the whole indicator against an independent batch reference."""
+the store, Wilder RSI and the whole indicator against an independent batch reference; the fast ring
+kernels (kNN with a bounded heap, WMA on a doubled ring) against the straightforward ones."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from himari.daemon.configbase import ConfigError
+from himari.daemon.matrices import mlmi
 from himari.daemon.matrices.mlmi import (MlmiConfig, MlmiState, MlmiStore, WilderRsi, kth_smallest,
-                                          knn_vote, warmup)
+                                          knn_vote, knn_vote_ring, mth_smallest_newest_first,
+                                          push_wma, warmup)
 
 warmup()
 
@@ -115,7 +118,8 @@ def wma(x: list[float], t: int, n: int) -> float:
     return sum((n - j) * x[t - j] for j in range(n)) / (n * (n + 1) / 2)
 
 
-def ref_mlmi(closes: list[float], k: int) -> tuple[list[float], list[int], list[bool]]:
+def ref_mlmi(closes: list[float], k: int,
+             store_max: int | None = None) -> tuple[list[float], list[int], list[bool]]:
     """Independent batch MLMI with the default lengths (5/20 MAs, RSI 5/20, trend 20, signal 20)."""
     n = len(closes)
     rs, rf = ref_rsi(closes, 20), ref_rsi(closes, 5)
@@ -134,6 +138,8 @@ def ref_mlmi(closes: list[float], k: int) -> tuple[list[float], list[int], list[
         if ev and ok:
             lab = 0.0 if not store else (1.0 if closes[t] >= last_price else -1.0)
             store.append((p1[t], p2[t], lab))
+            if store_max is not None:
+                store = store[-store_max:]
             last_price = closes[t]
         P, ke = ref_knn([s[0] for s in store], [s[1] for s in store], [s[2] for s in store],
                         p1[t], p2[t], k) if ok else (0.0, 0)
@@ -188,3 +194,79 @@ def test_quickselect_matches_sorting(values: list[int], data: st.DataObject) -> 
     a = np.array(values, dtype=np.float64)
     assert kth_smallest(a, k) == sorted(values)[k]
     assert sorted(a.tolist()) == sorted(values)  # reordered, never changed
+
+
+def test_state_with_a_wrapping_store_matches_batch_reference() -> None:
+    rng = np.random.default_rng(12)
+    t = np.arange(700)
+    closes = list(100 + 3 * np.sin(t / 5.0) + np.cumsum(rng.normal(0, 0.4, 700)))
+    state = MlmiState(MlmiConfig(k=7, store_max=25))
+    outs = [state.update(c) for c in closes]
+    values, signals, events = ref_mlmi(closes, 7, store_max=25)
+    assert sum(events) > 35 and state.store.total == sum(events) and state.store.n == 25
+    assert [o.event for o in outs] == events
+    assert [o.value for o in outs] == pytest.approx(values, rel=0, abs=1e-12)
+    assert [o.signal for o in outs] == signals
+
+
+entry = st.tuples(st.integers(0, 6), st.integers(0, 6), st.floats(1.0, 2.0))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 12), st.lists(entry, max_size=40), st.integers(0, 6), st.integers(0, 6),
+       st.integers(1, 20))
+def test_ring_knn_matches_reference_across_wraps(capacity: int, entries: list[tuple[int, int, float]],
+                                                 q1: int, q2: int, k: int) -> None:
+    store = MlmiStore(capacity, k_max=3)  # the heap grows when a larger k arrives
+    for a, b, price in entries:
+        store.add(float(a), float(b), price)
+    n = store.n
+    want = knn_vote(store.p1[:n].copy(), store.p2[:n].copy(), store.y[:n].copy(), float(q1),
+                    float(q2), k)
+    assert store.vote(float(q1), float(q2), k) == want
+    assert want == ref_knn(store.p1[:n].tolist(), store.p2[:n].tolist(), store.y[:n].tolist(),
+                           float(q1), float(q2), k)
+    assert store.vote(math.inf, 1.0, k) == (0.0, 0)
+
+
+def test_ring_knn_large_store() -> None:
+    rng = np.random.default_rng(13)
+    store = MlmiStore(10_000, k_max=200)
+    for i in range(13_000):  # wraps; recent entries drift so the newest are nearest
+        store.add(50 + 0.002 * i + rng.normal(0, 3), 50 + rng.normal(0, 3), float(rng.integers(3)))
+    for q1, q2 in ((76.0, 50.0), (40.0, 60.0), (50.0, 50.0)):
+        want = knn_vote(store.p1, store.p2, store.y, q1, q2, 200)
+        assert store.vote(q1, q2, 200) == want and want[1] >= 200
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(-4, 4), min_size=1, max_size=50), st.data())
+def test_bounded_heap_selection_matches_sorting(values: list[int], data: st.DataObject) -> None:
+    m = data.draw(st.integers(1, len(values)))
+    newest = data.draw(st.integers(0, len(values) - 1))
+    d = np.array(values, dtype=np.float64)
+    assert mth_smallest_newest_first(d, m, newest, np.empty(m)) == sorted(values)[m - 1]
+    assert d.tolist() == values  # read only
+
+
+def test_ring_knn_kernel_direct_edges() -> None:
+    a = np.array([1.0, 2.0, 3.0])
+    e = np.empty(3)
+    assert knn_vote_ring(a, a, np.ones(3), 0, 0, 1.0, 1.0, 2, e, e.copy()) == (0.0, 0)
+    assert knn_vote_ring(a, a, np.ones(3), 3, 0, 1.0, 1.0, 0, e, e.copy()) == (0.0, 0)
+    assert knn_vote_ring(a, a, np.ones(3), 3, 0, math.nan, 1.0, 2, e, e.copy()) == (0.0, 0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(-1e3, 1e3), min_size=1, max_size=60), st.integers(1, 8), st.data())
+def test_ring_wma_matches_wma(xs: list[float], cap: int, data: st.DataObject) -> None:
+    n1 = data.draw(st.integers(1, cap))
+    n2 = data.draw(st.integers(1, cap))
+    buf = np.zeros(2 * cap)
+    for i, x in enumerate(xs):
+        w1, w2 = push_wma(buf, i % cap, x, n1, n2)
+        seen = xs[:i + 1]
+        if len(seen) >= n1:
+            assert w1 == mlmi.wma(seen, n1)  # the same terms in the same order: bit for bit
+        if len(seen) >= n2:
+            assert w2 == mlmi.wma(seen, n2)

@@ -1,5 +1,6 @@
 """NW-RQK (spec features.md 3.2): weights, the 100 - 0.01 i vector, constant closes, direction changes,
-validity, and the kernel against a pure-Python reference."""
+validity, the kernel against a pure-Python reference, and the ring state against the kernel on each
+window copied out."""
 
 from __future__ import annotations
 
@@ -109,3 +110,25 @@ def test_config_errors() -> None:
     with pytest.raises(ConfigError) as err:
         NwrqkConfig(h=0.0)
     assert err.value.key == "strategic.nwrqk.h"
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(1.0, 1e4), min_size=1, max_size=60), st.integers(0, 6))
+def test_ring_state_equals_kernel_on_each_window(closes: list[float], x0: int) -> None:
+    cfg = NwrqkConfig(x0=x0)
+    state = NwrqkState(cfg)
+    w = rq_weights(cfg.h, cfg.r, cfg.window)
+    ys: list[float] = []
+    for t, c in enumerate(closes):
+        out = state.update(c)
+        if t < cfg.window - 1:
+            assert math.isnan(out.y) and out.change == 0
+            continue
+        y = nw_estimate(np.array(closes[t + 1 - cfg.window:t + 1]), w)
+        ys.append(y)
+        assert out.y == y  # bit for bit
+        if len(ys) >= 2:
+            assert out.slope_pct == 100.0 * (y - ys[-2]) / ys[-2]
+        if len(ys) >= 3:
+            y2, y1 = ys[-3], ys[-2]
+            assert out.change == (1 if y1 < y and y2 > y1 else -1 if y1 > y and y2 < y1 else 0)

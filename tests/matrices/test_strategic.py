@@ -1,6 +1,6 @@
 """Strategic 48 x 13 assembler (spec features.md 1.5, 3, 5): 30-minute aggregation and its boundaries,
 readiness at bar 335, point-in-time rows, wiring against the indicator modules, data quality on
-adversarial input, and a run over recorded BTC bars."""
+adversarial input, the row kernel against the plain numpy steps, and a run over recorded BTC bars."""
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ from himari.daemon.matrices.lvn import ProfileConfig, VolumeProfileState
 from himari.daemon.matrices.mlmi import MlmiConfig, MlmiState
 from himari.daemon.matrices.mmd import MmdConfig, MmdState
 from himari.daemon.matrices.nwrqk import NwrqkConfig, NwrqkState
-from himari.daemon.matrices.strategic import (_HI, _LO, CONTEXT_KEYS, NEUTRAL, PERIOD_NS,
+from himari.daemon.matrices.strategic import (_HI, _LO, CONTEXT_KEYS, N_COLS, NEUTRAL, PERIOD_NS,
                                                MomentumConfig, StrategicAssembler, StrategicConfig,
-                                               momentum_column, warmup)
+                                               finish_row, momentum_column, warmup)
 from himari.daemon.matrices.volatility import VolatilityState, VolConfig, VolOutput
 
 warmup()
@@ -348,3 +348,32 @@ def test_recorded_btc_bars() -> None:
     assert any(fm.context["nwrqk_change"] != 0 for fm in out)
     assert any(fm.context["lvn_present"] == 1.0 for fm in out)
     assert a.nonfinite_counts.sum() == 0 and a.malformed_bars == 0
+
+
+raw_st = st.one_of(st.floats(-3.0, 3.0), st.sampled_from([math.nan, math.inf, -math.inf, 1.5, -0.0]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.lists(raw_st, min_size=N_COLS, max_size=N_COLS), st.integers(0, 60)),
+                min_size=1, max_size=12),
+       st.integers(1, 5))
+def test_row_kernel_matches_numpy_steps(steps: list[tuple[list[float], int]], rows: int) -> None:
+    valid_from = np.array([0, 5, 10, 20, 30, 40, 50, 1, 2, 3, 4, 6, 7], dtype=np.int64)
+    ring = np.tile(NEUTRAL.astype(np.float32), (2 * rows, 1))
+    window = np.tile(NEUTRAL.astype(np.float32), (rows, 1))  # the straightforward shifted window
+    counts = np.zeros(N_COLS, dtype=np.int64)
+    want_counts = np.zeros(N_COLS, dtype=np.int64)
+    row64 = np.zeros(N_COLS)
+    for i, (raw, t) in enumerate(steps):
+        values = finish_row(tuple(raw), t, valid_from, ring, i % rows, counts, row64)
+        row = np.where(t >= valid_from, np.array(raw), NEUTRAL)
+        bad = ~np.isfinite(row)
+        want_counts += bad
+        row[bad] = NEUTRAL[bad]
+        row = np.clip(row, _LO, _HI)
+        window[:-1] = window[1:]
+        window[-1] = row
+        np.testing.assert_array_equal(row64, row)
+        np.testing.assert_array_equal(values, window)
+        assert values.dtype == np.float32 and not np.shares_memory(values, ring)
+    np.testing.assert_array_equal(counts, want_counts)

@@ -1,5 +1,6 @@
 """Relative volatility (spec features.md 3.5): the alternating-returns vector, degenerate windows,
-validity, and the std kernel against a pure-Python reference."""
+validity, the std kernel against a pure-Python reference, and the ring state against the std of each
+window copied out."""
 
 from __future__ import annotations
 
@@ -74,3 +75,30 @@ def test_config_errors() -> None:
     assert err.value.key == "strategic.vol.long"
     with pytest.raises(ConfigError):
         VolConfig(short=1)
+
+
+def same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.one_of(st.floats(1.0, 1e4), st.just(0.0)), min_size=1, max_size=70),
+       st.integers(2, 6), st.integers(0, 8))
+def test_ring_state_equals_std_of_each_window(closes: list[float], short: int, extra: int) -> None:
+    cfg = VolConfig(short=short, long=short + extra)
+    state = VolatilityState(cfg)
+    rets: list[float] = []
+    for i, c in enumerate(closes):
+        out = state.update(c)
+        if i:
+            p = closes[i - 1]
+            rets.append(math.log(c / p) if c > 0 and p > 0 else math.nan)
+        w = rets[-cfg.long:]
+        want_s = 100.0 * sample_std(np.array(w[-short:])) if len(w) >= short else math.nan
+        want_l = 100.0 * sample_std(np.array(w)) if len(w) >= cfg.long else math.nan
+        assert same(out.v_short_pct, want_s) and same(out.v_long_pct, want_l)  # bit for bit
+        if len(w) >= cfg.long:
+            want_rel = 1.0 if want_l == 0.0 else want_s / want_l
+            assert same(out.v_rel, want_rel) and same(out.column, rel_column(want_rel))
+        else:
+            assert math.isnan(out.v_rel) and math.isnan(out.column)
