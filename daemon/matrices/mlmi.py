@@ -24,10 +24,11 @@ simple mean of its first n inputs, then `RMA_t = (RMA_{t-1} (n-1) + x_t) / n`.
 
 The kNN vote (step 4, up to 10,000 entries per bar): `knn_vote` (quickselect `kth_smallest` for
 `D*`) is the reference; the store uses `knn_vote_ring`, the same distances (bit for bit) and the same
-`D*`, found by a bounded max-heap of the m smallest while scanning newest entries first (they tend to
-be nearest, so few replacements), then one vectorized counting pass; no allocation. The WMAs run on
-rings holding each series twice (the last `cap` values are one slice), with the same summation order
-as `wma`.
+`D*`: the previous bar's `D*` plus the query's move bounds it (triangle inequality), so one
+vectorized pass builds the distances and collects the few within that bound for a quickselect;
+a bounded max-heap scan is the fallback; then one vectorized counting pass; no allocation. The WMAs
+run on rings holding each series twice (the last `cap` values are one slice), with the same
+summation order as `wma`.
 """
 
 from __future__ import annotations
@@ -160,7 +161,7 @@ def mth_smallest_newest_first(d: np.ndarray, m: int, newest: int, heap: np.ndarr
         v = d[j + n if j < 0 else j]
         if v < top:
             h[0] = v
-            _sift_down(h, 0, m)
+            _sift_down(h, np.int64(0), m)  # not a literal: one compiled version
             top = h[0]
     return top
 
@@ -179,22 +180,53 @@ def _votes_within(d: np.ndarray, y: np.ndarray, dstar: float) -> tuple[float, in
 
 @numba.njit(cache=True)
 def knn_vote_ring(p1: np.ndarray, p2: np.ndarray, y: np.ndarray, n: int, head: int, q1: float,
-                  q2: float, k: int, dbuf: np.ndarray, heap: np.ndarray) -> tuple[float, int]:
+                  q2: float, k: int, dbuf: np.ndarray, scratch: np.ndarray,
+                  hint: np.ndarray) -> tuple[float, int]:
     """`knn_vote` over the first n slots of a ring whose next write slot is `head` (the newest entry
-    is at head - 1, cyclically); dbuf has >= n slots, heap >= min(k, n)."""
+    is at head - 1, cyclically); dbuf and scratch have >= n slots.
+
+    hint = (previous q1, q2, D*), nan when none, updated here. The previous m nearest entries lie
+    within `D*_prev + |q - q_prev|` of q (triangle inequality), so unless one was evicted that bound
+    holds at least m entries: one vectorized pass builds the distances and collects those within
+    the bound (16-value blocks, searched only on a hit), and a quickselect over the few collected
+    gives D*. With fewer than m collected, or no hint, a bounded max-heap scan finds D*."""
     if n == 0 or k <= 0 or not (abs(q1) < np.inf and abs(q2) < np.inf):
         return 0.0, 0
+    m = min(k, n)
     a1 = p1[:n]
     a2 = p2[:n]
     d = dbuf[:n]
-    for j in range(n):
-        a = a1[j] - q1
-        b = a2[j] - q2
-        d[j] = math.sqrt(a * a + b * b)
-    newest = head - 1
-    if newest < 0 or newest >= n:
-        newest = n - 1
-    dstar = mth_smallest_newest_first(d, min(k, n), newest, heap)
+    bound = -1.0  # collect nothing
+    if hint[2] == hint[2]:
+        dq = math.sqrt((q1 - hint[0]) ** 2 + (q2 - hint[1]) ** 2)
+        bound = (hint[2] + dq) * (1.0 + 1e-9)  # the margin covers rounding
+    c = 0
+    for b0 in range(0, n, 16):
+        e1 = a1[b0:b0 + 16]
+        e2 = a2[b0:b0 + 16]
+        o = d[b0:b0 + 16]
+        inside = 0
+        for j in range(o.shape[0]):
+            a = e1[j] - q1
+            b = e2[j] - q2
+            v = math.sqrt(a * a + b * b)  # as `knn_vote`: the same bits
+            o[j] = v
+            inside += v <= bound
+        if inside:
+            for j in range(o.shape[0]):
+                if o[j] <= bound:
+                    scratch[c] = o[j]
+                    c += 1
+    if c >= m:
+        dstar = kth_smallest(scratch[:c], m - 1)
+    else:
+        newest = head - 1
+        if newest < 0 or newest >= n:
+            newest = n - 1
+        dstar = mth_smallest_newest_first(d, m, newest, scratch)
+    hint[0] = q1
+    hint[1] = q2
+    hint[2] = dstar
     return _votes_within(d, y[:n], dstar)
 
 
@@ -223,7 +255,8 @@ def warmup() -> None:
     """Compile the kernels the state uses on tiny inputs (the reference `knn_vote` on first use)."""
     a = np.array([1.0, 2.0, 3.0])
     b = np.zeros(4)
-    knn_vote_ring(a, a, np.array([0.0, 1.0, -1.0]), 3, 0, 1.5, 1.5, 2, np.empty(3), np.empty(2))
+    knn_vote_ring(a, a, np.array([0.0, 1.0, -1.0]), 3, 0, 1.5, 1.5, 2, np.empty(3), np.empty(3),
+                  np.full(3, np.nan))
     push_wma(b, 0, 1.0, 1, 2)
 
 
@@ -273,7 +306,7 @@ class WilderRsi:
 class MlmiStore:
     """Ring of at most `capacity` entries (p1, p2, label); labels follow step 3."""
 
-    def __init__(self, capacity: int, k_max: int = 1) -> None:
+    def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.p1 = np.zeros(capacity)
         self.p2 = np.zeros(capacity)
@@ -283,7 +316,8 @@ class MlmiStore:
         self._head = 0
         self._last_price = math.nan
         self._dbuf = np.empty(capacity)  # kNN scratch
-        self._heap = np.empty(max(1, min(k_max, capacity)))
+        self._scratch = np.empty(capacity)
+        self._hint = np.full(3, np.nan)  # previous query and D* (see knn_vote_ring)
 
     def add(self, p1: float, p2: float, price: float) -> float:
         """Append an entry; returns its label."""
@@ -298,10 +332,8 @@ class MlmiStore:
 
     def vote(self, q1: float, q2: float, k: int) -> tuple[float, int]:
         n = self.n  # while filling, the entries are the first n slots; once full, all slots
-        if min(k, n) > self._heap.shape[0]:
-            self._heap = np.empty(min(k, n))
         return knn_vote_ring(self.p1, self.p2, self.y, n, self._head, q1, q2, k, self._dbuf,
-                             self._heap)
+                             self._scratch, self._hint)
 
 
 class MlmiOutput(NamedTuple):
@@ -320,7 +352,7 @@ class MlmiState:
     def __init__(self, cfg: MlmiConfig | None = None) -> None:
         self.cfg = cfg = cfg or MlmiConfig()
         self.t = -1
-        self.store = MlmiStore(cfg.store_max, cfg.k)
+        self.store = MlmiStore(cfg.store_max)
         # Rings of 2 x cap slots (each value at i and i + cap) and their fill counts.
         self._c_cap = max(cfg.ma_fast, cfg.ma_slow)
         self._closes = np.zeros(2 * self._c_cap)

@@ -20,14 +20,16 @@ Kernels. `mmd2_unbiased` (with `standardize`, `median_sq_dist`, `mmd2_fixed`) is
 reference for any dimension. The rolling state uses `mmd2_window`, the same arithmetic for 2-D z:
 identical standardized values and squared distances (so the same median, bit for bit), kernel sums
 over i < j only, no allocation (a workspace from `workspace_size`), and two speedups:
-- the median is selected inside a bracket `[lo, hi]` predicted from the previous bar's median scaled by
-  the change of the per-dimension variances (one counting/collecting pass, then a quickselect on the
-  few values inside); a miss widens the bracket, the last resort is the full quickselect;
+- the median is selected inside a bracket spanning the previous bar's median and that scaled by the
+  change of the per-dimension variances: one vectorized pass writes the distances (reused by the
+  kernel sum), counts those below and collects the few inside, then a quickselect over those; a
+  miss widens the bracket, the last resort collects all (`median_pair_sq_dist`);
 - `exp_neg_sum` evaluates `exp(-d inv)` vectorized: `s = n ln2 + r`, `|r| <= ln2/2`, `exp(r)` by its
   degree-13 Taylor polynomial (truncation < 0.02 ulp; Estrin's scheme), `2^n` built from the exponent
-  bits; within 2 ulp of `math.exp` per term; arguments below -708 give 0 (the reference's
-  subnormals, < 3e-308).
-The kernel sums are then equal to the reference's up to float round-off (summation order).
+  bits; within 2 ulp of `math.exp` per term; arguments below -708 give 0 (math.exp gives at most
+  3.31e-308 there).
+The kernel sums equal the reference's up to float round-off: about 1e-14 absolute on MMD2_u, whose
+terms are O(1).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from himari.daemon.matrices.mlmi import kth_smallest
 STD_FLOOR = 1e-8
 SCORE_MAX = math.sqrt(2.0)
 BRACKET_REL = 0.03  # margin of the median bracket (misses < 1% of bars on recorded data)
-_CHUNK = 512  # distance / exp scratch length (the three buffers stay in L1)
+_CHUNK = 512  # exp scratch length (the two buffers stay in L1)
 _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01  # low bits zero: n * _LN2_HI is exact for |n| < 2048
 _LN2_LO = 1.90821492927058770002e-10
@@ -157,8 +159,8 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 @numba.njit(cache=True, fastmath={"contract"})
 def _exp_neg_block(d: np.ndarray, inv: float, e: np.ndarray, t: np.ndarray) -> None:
-    """e_i * 2^(bits of t_i) = exp(-d_i inv) after `_exp_scale`; no reassociation here (the
-    shifter and Cody-Waite steps rely on the written order)."""
+    """e_i * 2^n_i = exp(-d_i inv), n_i kept in the low bits of t_i (see `exp_neg_sum`). No
+    reassociation here: the shifter and Cody-Waite steps rely on the written order."""
     for i in range(d.shape[0]):
         s = -d[i] * inv
         sc = s if s >= -708.0 else -708.0
@@ -176,43 +178,25 @@ def _exp_neg_block(d: np.ndarray, inv: float, e: np.ndarray, t: np.ndarray) -> N
         t[i] = tt
 
 
-@numba.njit(cache=True)
-def _exp_scale(bits: np.ndarray) -> None:
-    """Shifter bits `0x4338...` + n (n in [-1021, 0]) -> the bits of the double 2^n."""
-    for i in range(bits.shape[0]):
-        bits[i] = (bits[i] + 1023) << 52
-
-
-@numba.njit(cache=True, fastmath={"reassoc", "contract"})
-def _dot(a: np.ndarray, b: np.ndarray) -> float:
-    total = 0.0
-    for i in range(a.shape[0]):
-        total += a[i] * b[i]
-    return total
-
-
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath={"reassoc"})
 def exp_neg_sum(d: np.ndarray, inv: float, ebuf: np.ndarray, tbuf: np.ndarray) -> float:
     """`sum_i exp(-d_i inv)` for finite d_i >= 0 and finite inv >= 0; ebuf and tbuf are scratch of
-    equal length (tbuf's memory is reused as int64)."""
+    equal length. Per chunk: `_exp_neg_block`, then tbuf's shifter bits `0x4338...` + n become the
+    bits of 2^n in place (int64 view), then the dot product (reassociated: it vectorizes)."""
     bits = tbuf.view(np.int64)
     ch = ebuf.shape[0]
     total = 0.0
     for c0 in range(0, d.shape[0], ch):
         blk = d[c0:c0 + ch]
         k = blk.shape[0]
-        _exp_neg_block(blk, inv, ebuf[:k], tbuf[:k])
-        _exp_scale(bits[:k])
-        total += _dot(ebuf[:k], tbuf[:k])
-    return total
-
-
-@numba.njit(cache=True)
-def exp_neg_sum_ref(d: np.ndarray, inv: float) -> float:
-    """`sum_i exp(-d_i inv)` with math.exp (the reference)."""
-    total = 0.0
-    for i in range(d.shape[0]):
-        total += math.exp(-d[i] * inv)
+        e = ebuf[:k]
+        t = tbuf[:k]
+        b = bits[:k]
+        _exp_neg_block(blk, inv, e, t)
+        for i in range(k):
+            b[i] = (b[i] + 1023) << 52
+        for i in range(k):
+            total += e[i] * t[i]
     return total
 
 
@@ -237,57 +221,54 @@ def _row_sq_dists(a0: float, a1: float, b0: np.ndarray, b1: np.ndarray, out: np.
 
 @numba.njit(cache=True)
 def _bracket_pass(x0: np.ndarray, x1: np.ndarray, mid: float, half: float, buf: np.ndarray,
-                  row: np.ndarray) -> tuple[int, int]:
-    """One pass over the pairs i < j: (count below, count inside) of d = |x_i - x_j|^2 for the
-    interval `|d - mid| <= half` (below: `d - mid < -half`; one rounded difference decides both, so
-    the sets are consistent intervals in d); the inside values are copied to buf.
-
-    Each row of distances is built in `row` (L1) by a vectorized loop that also counts; only the
-    16-value blocks of a row with a hit are searched (one rare branch per value)."""
+                  dist: np.ndarray) -> tuple[int, int]:
+    """One pass over the pairs i < j: d = |x_i - x_j|^2 written to `dist` (row-major) and
+    (count below, count inside) for the interval `|d - mid| <= half` (below: `d - mid < -half`; one
+    rounded difference decides both, so the sets are consistent intervals in d); the inside values
+    are copied to buf. Rows go in blocks of 16 (a vectorized loop that also counts); only a block
+    with a hit is searched (one rare branch per value)."""
     m = x0.shape[0]
     below = 0
     c = 0
+    p = 0
     for i in range(m - 1):
-        n = m - 1 - i
-        o = row[:n]
-        b0 = x0[i + 1:]
-        b1 = x1[i + 1:]
         a0 = x0[i]
         a1 = x1[i]
-        inside = 0
-        for k in range(n):
-            u = b0[k] - a0
-            v = b1[k] - a1
-            d = u * u + v * v  # as `median_sq_dist`: the same bits
-            o[k] = d
-            t = d - mid
-            below += t < -half
-            inside += abs(t) <= half
-        if inside:
-            for k0 in range(0, n, 16):
-                blk = o[k0:k0 + 16]
-                hit = 0
-                for q in range(blk.shape[0]):
-                    hit += abs(blk[q] - mid) <= half
-                if hit:
-                    for q in range(blk.shape[0]):
-                        d = blk[q]
-                        if abs(d - mid) <= half:
-                            buf[c] = d
-                            c += 1
+        for j0 in range(i + 1, m, 16):
+            n = min(16, m - j0)
+            b0 = x0[j0:j0 + n]
+            b1 = x1[j0:j0 + n]
+            o = dist[p:p + n]
+            p += n
+            inside = 0
+            for k in range(n):
+                u = b0[k] - a0
+                v = b1[k] - a1
+                d = u * u + v * v  # as `median_sq_dist`: the same bits
+                o[k] = d
+                t = d - mid
+                below += t < -half
+                inside += abs(t) <= half
+            if inside:
+                for k in range(n):
+                    d = o[k]
+                    if abs(d - mid) <= half:
+                        buf[c] = d
+                        c += 1
     return below, c
 
 
 @numba.njit(cache=True)
 def median_pair_sq_dist(x0: np.ndarray, x1: np.ndarray, lo: float, hi: float, buf: np.ndarray,
-                        row: np.ndarray) -> tuple[float, int]:
+                        dist: np.ndarray) -> tuple[float, int]:
     """(`median_sq_dist` of the 2-D points (x0, x1), passes over the pairs); m >= 2, finite input.
 
-    buf: >= m(m-1)/2 slots, row: >= m. Each pass (`_bracket_pass`) rebuilds the distances and
-    collects those inside the bracket [lo, hi]; when the middle order statistics fall inside,
-    a quickselect over the few collected values finds them. No valid bracket: one around the median
-    of the pairs among every 4th point. A miss widens the failing side; the 4th pass takes all.
-    Quickselect leaves buf[k+1:] >= buf[k], so the upper middle value is a min over that part."""
+    buf and dist: >= m(m-1)/2 slots; dist receives the squared distances (row-major, i < j). Each
+    pass (`_bracket_pass`) builds the distances and collects those inside the bracket [lo, hi];
+    when the middle order statistics fall inside, a quickselect over the few collected values finds
+    them. No valid bracket: one around the median of the pairs among every 4th point. A miss widens
+    the failing side; the 4th pass takes all. Quickselect leaves buf[k+1:] >= buf[k], so the upper
+    middle value is a min over that part."""
     m = x0.shape[0]
     cnt = m * (m - 1) // 2
     h = cnt // 2
@@ -312,7 +293,7 @@ def median_pair_sq_dist(x0: np.ndarray, x1: np.ndarray, lo: float, hi: float, bu
         if passes == 4:
             mid = 0.0
             half = np.inf
-        below, c = _bracket_pass(x0, x1, mid, half, buf, row)
+        below, c = _bracket_pass(x0, x1, mid, half, buf, dist)
         if below <= k0 and below + c > k1:
             a = kth_smallest(buf[:c], k0 - below)
             if k1 == k0:
@@ -331,32 +312,26 @@ def median_pair_sq_dist(x0: np.ndarray, x1: np.ndarray, lo: float, hi: float, bu
 
 
 @numba.njit(cache=True)
-def _pair_exp_sum(a0: np.ndarray, a1: np.ndarray, b0: np.ndarray, b1: np.ndarray, skip: int,
-                  inv: float, den: float, dbuf: np.ndarray, ebuf: np.ndarray,
+def _cross_sq_dists(x0: np.ndarray, x1: np.ndarray, y0: np.ndarray, y1: np.ndarray, same: int,
+                    out: np.ndarray) -> np.ndarray:
+    """|x_i - y_j|^2 row-major into out over all i, j, or over i < j when `same` (y = x); returns
+    the filled part."""
+    p = 0
+    for i in range(x0.shape[0]):
+        j0 = i + 1 if same else 0
+        n = y0.shape[0] - j0
+        _row_sq_dists(x0[i], x1[i], y0[j0:], y1[j0:], out[p:p + n])
+        p += n
+    return out[:p]
+
+
+@numba.njit(cache=True)
+def _kernel_total(d: np.ndarray, inv: float, den: float, ebuf: np.ndarray,
                   tbuf: np.ndarray) -> float:
-    """Sum of exp(-|a_i - b_j|^2 inv) over all i, j (skip 0) or over i < j (skip 1, b = a), as
-    `_kernel_sum` (an int, not a bool, so numba compiles one version); the distances go through the
-    L1 chunk dbuf and `exp_neg_sum`."""
-    div = not inv < np.inf
-    ch = dbuf.shape[0]
-    total = 0.0
-    fill = 0
-    nb_all = b0.shape[0]
-    for i in range(a0.shape[0]):
-        j0 = i + 1 if skip else 0
-        k = j0
-        while k < nb_all:
-            take = min(nb_all - k, ch - fill)
-            _row_sq_dists(a0[i], a1[i], b0[k:k + take], b1[k:k + take], dbuf[fill:fill + take])
-            fill += take
-            k += take
-            if fill == ch:
-                total += _exp_neg_sum_div(dbuf, den) if div else exp_neg_sum(dbuf, inv, ebuf, tbuf)
-                fill = 0
-    if fill:
-        d = dbuf[:fill]
-        total += _exp_neg_sum_div(d, den) if div else exp_neg_sum(d, inv, ebuf, tbuf)
-    return total
+    """`sum exp(-d * inv)` as `_kernel_sum` (the division form when the reciprocal overflowed)."""
+    if inv < np.inf:
+        return exp_neg_sum(d, inv, ebuf, tbuf)
+    return _exp_neg_sum_div(d, den)
 
 
 @numba.njit(cache=True)
@@ -388,7 +363,7 @@ def _standardize_column(x: np.ndarray, y: np.ndarray, xo: np.ndarray,
 
 def workspace_size(m: int, n: int) -> int:
     """float64 slots `mmd2_window` needs for reference size m and test size n."""
-    return 3 * m + 2 * n + 3 * _CHUNK + m * (m - 1) // 2
+    return 2 * m + 2 * n + 2 * _CHUNK + m * (m - 1) + n * (n - 1) // 2 + m * n
 
 
 @numba.njit(cache=True)
@@ -397,20 +372,21 @@ def mmd2_window(z: np.ndarray, start: int, m: int, n: int, work: np.ndarray,
     """(MMD2_u, sigma) for X = z[:, start:start+m] and Y = z[:, start+m:start+m+n] (z is (2, N):
     returns, log ranges); the value of `mmd2_unbiased` up to round-off, sigma identical.
 
-    `work` has `workspace_size(m, n)` slots (only a few KB are touched while the median bracket
-    hits). `hint` (4 floats) carries the previous median and the two standard deviations (nan: none;
-    updated here) and hint[3] counts the median passes."""
+    `work` has `workspace_size(m, n)` slots. `hint` (4 floats) carries the previous median and the
+    two standard deviations (nan: none; updated here) and hint[3] counts the median passes."""
     xs0 = work[0:m]
     xs1 = work[m:2 * m]
-    row = work[2 * m:3 * m]
-    o = 3 * m
+    o = 2 * m
     ys0 = work[o:o + n]
     ys1 = work[o + n:o + 2 * n]
     o += 2 * n
-    dbuf = work[o:o + _CHUNK]
-    ebuf = work[o + _CHUNK:o + 2 * _CHUNK]
-    tbuf = work[o + 2 * _CHUNK:o + 3 * _CHUNK]
-    buf = work[o + 3 * _CHUNK:]
+    ebuf = work[o:o + _CHUNK]
+    tbuf = work[o + _CHUNK:o + 2 * _CHUNK]
+    o += 2 * _CHUNK
+    npx = m * (m - 1) // 2
+    dxx = work[o:o + npx]
+    buf = work[o + npx:o + 2 * npx]  # the median's collection: only its start is touched normally
+    dyx = work[o + 2 * npx:]
 
     # Step 3, as `standardize`.
     sd0, ok0 = _standardize_column(z[0, start:start + m], z[0, start + m:start + m + n], xs0, ys0)
@@ -426,7 +402,7 @@ def mmd2_window(z: np.ndarray, start: int, m: int, n: int, work: np.ndarray,
         pred = prev * 0.5 * ((hint[1] / sd0) ** 2 + (hint[2] / sd1) ** 2)
         lo = min(prev, pred) * (1.0 - BRACKET_REL)
         hi = max(prev, pred) * (1.0 + BRACKET_REL)
-    sigma2, passes = median_pair_sq_dist(xs0, xs1, lo, hi, buf, row)
+    sigma2, passes = median_pair_sq_dist(xs0, xs1, lo, hi, buf, dxx)
     hint[0] = sigma2
     hint[1] = sd0
     hint[2] = sd1
@@ -440,9 +416,11 @@ def mmd2_window(z: np.ndarray, start: int, m: int, n: int, work: np.ndarray,
     # Step 5 over i < j within X and Y, all pairs across.
     den = 2.0 * sigma * sigma
     inv = 1.0 / den
-    kxx = 2.0 * _pair_exp_sum(xs0, xs1, xs0, xs1, 1, inv, den, dbuf, ebuf, tbuf)
-    kyy = 2.0 * _pair_exp_sum(ys0, ys1, ys0, ys1, 1, inv, den, dbuf, ebuf, tbuf)
-    kxy = _pair_exp_sum(xs0, xs1, ys0, ys1, 0, inv, den, dbuf, ebuf, tbuf)
+    kxx = 2.0 * _kernel_total(dxx, inv, den, ebuf, tbuf)  # the median pass left the distances
+    dyy = _cross_sq_dists(ys0, ys1, ys0, ys1, np.int64(1), dyx)  # np.int64: one compiled version
+    kyy = 2.0 * _kernel_total(dyy, inv, den, ebuf, tbuf)
+    dxy = _cross_sq_dists(xs0, xs1, ys0, ys1, np.int64(0), dyx)
+    kxy = _kernel_total(dxy, inv, den, ebuf, tbuf)
     return kxx / (m * (m - 1)) + kyy / (n * (n - 1)) - 2.0 * kxy / (m * n), sigma
 
 

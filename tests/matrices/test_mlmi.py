@@ -1,6 +1,7 @@
 """MLMI (spec features.md 3.1): the k = 3 vector, the kNN kernel against a pure-Python reference,
 the store, Wilder RSI and the whole indicator against an independent batch reference; the fast ring
-kernels (kNN with a bounded heap, WMA on a doubled ring) against the straightforward ones."""
+kernels (kNN bounded by the previous query, heap fallback; WMA on a doubled ring) against the
+straightforward ones, evictions and hint misses included."""
 
 from __future__ import annotations
 
@@ -209,32 +210,36 @@ def test_state_with_a_wrapping_store_matches_batch_reference() -> None:
     assert [o.signal for o in outs] == signals
 
 
-entry = st.tuples(st.integers(0, 6), st.integers(0, 6), st.floats(1.0, 2.0))
+entry = st.tuples(st.integers(0, 6), st.integers(0, 6), st.floats(1.0, 2.0), st.integers(0, 6),
+                  st.integers(0, 6))
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.integers(1, 12), st.lists(entry, max_size=40), st.integers(0, 6), st.integers(0, 6),
-       st.integers(1, 20))
-def test_ring_knn_matches_reference_across_wraps(capacity: int, entries: list[tuple[int, int, float]],
-                                                 q1: int, q2: int, k: int) -> None:
-    store = MlmiStore(capacity, k_max=3)  # the heap grows when a larger k arrives
-    for a, b, price in entries:
+@given(st.integers(1, 12), st.lists(entry, max_size=40), st.integers(1, 20))
+def test_ring_knn_matches_reference_across_wraps(capacity: int,
+                                                 entries: list[tuple[int, int, float, int, int]],
+                                                 k: int) -> None:
+    # One query per added entry: the hint of the previous query is reused, evictions included.
+    store = MlmiStore(capacity)
+    for a, b, price, q1, q2 in entries:
         store.add(float(a), float(b), price)
-    n = store.n
-    want = knn_vote(store.p1[:n].copy(), store.p2[:n].copy(), store.y[:n].copy(), float(q1),
-                    float(q2), k)
-    assert store.vote(float(q1), float(q2), k) == want
-    assert want == ref_knn(store.p1[:n].tolist(), store.p2[:n].tolist(), store.y[:n].tolist(),
-                           float(q1), float(q2), k)
+        n = store.n
+        want = knn_vote(store.p1[:n].copy(), store.p2[:n].copy(), store.y[:n].copy(), float(q1),
+                        float(q2), k)
+        assert store.vote(float(q1), float(q2), k) == want
+        assert want == ref_knn(store.p1[:n].tolist(), store.p2[:n].tolist(),
+                               store.y[:n].tolist(), float(q1), float(q2), k)
     assert store.vote(math.inf, 1.0, k) == (0.0, 0)
 
 
 def test_ring_knn_large_store() -> None:
     rng = np.random.default_rng(13)
-    store = MlmiStore(10_000, k_max=200)
+    store = MlmiStore(10_000)
     for i in range(13_000):  # wraps; recent entries drift so the newest are nearest
         store.add(50 + 0.002 * i + rng.normal(0, 3), 50 + rng.normal(0, 3), float(rng.integers(3)))
-    for q1, q2 in ((76.0, 50.0), (40.0, 60.0), (50.0, 50.0)):
+    # A slowly moving query (the hint's bound is tight), then jumps (the bound is loose or fails).
+    queries = [(76.0 + 0.3 * j, 50.0 - 0.2 * j) for j in range(5)] + [(40.0, 60.0), (50.0, 50.0)]
+    for q1, q2 in queries:
         want = knn_vote(store.p1, store.p2, store.y, q1, q2, 200)
         assert store.vote(q1, q2, 200) == want and want[1] >= 200
 
@@ -252,9 +257,11 @@ def test_bounded_heap_selection_matches_sorting(values: list[int], data: st.Data
 def test_ring_knn_kernel_direct_edges() -> None:
     a = np.array([1.0, 2.0, 3.0])
     e = np.empty(3)
-    assert knn_vote_ring(a, a, np.ones(3), 0, 0, 1.0, 1.0, 2, e, e.copy()) == (0.0, 0)
-    assert knn_vote_ring(a, a, np.ones(3), 3, 0, 1.0, 1.0, 0, e, e.copy()) == (0.0, 0)
-    assert knn_vote_ring(a, a, np.ones(3), 3, 0, math.nan, 1.0, 2, e, e.copy()) == (0.0, 0)
+    h = np.full(3, np.nan)
+    assert knn_vote_ring(a, a, np.ones(3), 0, 0, 1.0, 1.0, 2, e, e.copy(), h) == (0.0, 0)
+    assert knn_vote_ring(a, a, np.ones(3), 3, 0, 1.0, 1.0, 0, e, e.copy(), h) == (0.0, 0)
+    assert knn_vote_ring(a, a, np.ones(3), 3, 0, math.nan, 1.0, 2, e, e.copy(), h) == (0.0, 0)
+    assert math.isnan(h[2])  # no query, no hint
 
 
 @settings(max_examples=40, deadline=None)

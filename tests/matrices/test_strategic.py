@@ -377,3 +377,16 @@ def test_row_kernel_matches_numpy_steps(steps: list[tuple[list[float], int]], ro
         np.testing.assert_array_equal(values, window)
         assert values.dtype == np.float32 and not np.shares_memory(values, ring)
     np.testing.assert_array_equal(counts, want_counts)
+
+
+def test_warmup_compiled_every_kernel_the_run_uses() -> None:
+    """No numba compilation after `warmup()` (module import above): every runtime call matches a
+    warmed signature (an int in the raw row tuple, say, would compile a second version)."""
+    from numba.core import event
+
+    with event.install_recorder("numba:compile") as rec:
+        a = assembler()
+        for b in walk(300 * 6, seed=21):
+            a.on_bar(b)
+    assert a.bars_30m == 300 and a.t >= SMALL.ready_from
+    assert rec.buffer == []
