@@ -12,12 +12,10 @@ import asyncio
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from decimal import Decimal
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import structlog
 
 from himari.daemon import bars as bars_mod
@@ -36,6 +34,7 @@ from himari.daemon.orders.manager import OrderManager
 from himari.daemon.pipeline import RiskGate
 from himari.daemon.recorder import DecisionRecorder
 from himari.daemon.replay import ReplayLoop
+from himari.daemon.report.metrics import EquityCurve
 from himari.daemon.risk.engine import RiskEngine
 from himari.daemon.sources import ReplaySource, open_source
 from himari.daemon.stagetimer import StageTimer
@@ -43,15 +42,6 @@ from himari.daemon.stagetimer import StageTimer
 log = structlog.get_logger("himari.app")
 
 MATRIX_BAR_SPEC = "5m"
-
-
-@dataclass
-class EquityCurve:
-    """Equity sampled at each close of the strategy's primary bar spec (marked to the close)."""
-
-    ts_ns: list[int] = field(default_factory=list)
-    equity: list[float] = field(default_factory=list)
-    position: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -134,9 +124,7 @@ def build_session(cfg: HimariConfig, data_paths: list[str], out_dir: Path) -> Se
         book.mark(inst_id, bar.close)
         equity = book.equity(cash0)
         risk.on_equity(equity, bar.ts_ns)
-        curve.ts_ns.append(bar.ts_ns)
-        curve.equity.append(float(equity))
-        curve.position.append(book.quantity(inst_id))
+        curve.append(bar.ts_ns, float(equity), book.quantity(inst_id))
 
     def on_position(ev: PositionUpdate) -> None:
         trips = om.positions.round_trips
@@ -169,11 +157,13 @@ def warmup(session: Session) -> None:
 
 
 class _Progress:
-    """Progress lines on stderr, at most one a second (wall time is for the human only)."""
+    """Progress lines on stderr, at most one a second (wall time is for the human only), for
+    replays of unknown length or of at least `LONG_REPLAY_TICKS`."""
+
+    LONG_REPLAY_TICKS = 2_000_000
 
     def __init__(self, enabled: bool, total: int | None) -> None:
-        self.enabled = enabled and total is not None and total >= 2_000_000 or (
-            enabled and total is None)
+        self.enabled = enabled and (total is None or total >= self.LONG_REPLAY_TICKS)
         self.total = total
         self._t0 = time.monotonic()
         self._last = self._t0
@@ -236,9 +226,9 @@ async def run_replay(cfg: HimariConfig, data_paths: list[str], out_dir: Path,
         if session.loop.last_batch is not None and len(session.loop.last_batch):
             last_px = int(session.loop.last_batch.price[-1])
             session.om.positions.mark(session.instrument.id, last_px)
-            session.curve.ts_ns.append(session.clock.now_ns())
-            session.curve.equity.append(float(session.om.positions.equity(cfg.account.starting_cash)))
-            session.curve.position.append(session.om.position(session.instrument.id))
+            session.curve.append(session.clock.now_ns(),
+                                 float(session.om.positions.equity(cfg.account.starting_cash)),
+                                 session.om.position(session.instrument.id))
     finally:
         if session.recorder is not None and recorder_task is not None:
             await session.recorder.close(recorder_task)
@@ -251,12 +241,3 @@ async def run_replay(cfg: HimariConfig, data_paths: list[str], out_dir: Path,
     report["stopped_early"] = stopped_early
     write_json_report(out_dir, report)
     return report
-
-
-def as_arrays(curve: EquityCurve) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return (np.asarray(curve.ts_ns, dtype=np.int64), np.asarray(curve.equity, dtype=np.float64),
-            np.asarray(curve.position, dtype=np.int64))
-
-
-def money(x: Decimal) -> str:
-    return str(x)

@@ -7,7 +7,6 @@ is allowed), 1 for a runtime failure.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 

@@ -21,11 +21,9 @@ def build_report(session: "Session", files: dict[str, str], *, startup_seconds: 
                  loop_seconds: float, replay_seconds: float) -> dict[str, Any]:
     """`replay_seconds` runs from ready (kernels compiled) until fills.csv and the equity chart
     are written: the throughput figure. `startup_seconds` is config to ready."""
-    from himari.daemon.app import as_arrays
-
     inst = session.instrument
     book = session.om.positions
-    ts, eq, pos = as_arrays(session.curve)
+    ts, eq, pos = session.curve.arrays()
     cash0 = session.cfg.account.starting_cash
     realized = book.realized_pnl()
     unrealized = book.unrealized_pnl()
@@ -120,8 +118,6 @@ def _plain(obj: Any) -> Any:
 
 def write_artifacts(session: "Session", out_dir: Path) -> dict[str, str]:
     """Write fills.csv and the equity chart; return every file the run produced."""
-    from himari.daemon.app import as_arrays
-
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"report": str(out_dir / "report.json"), "fills": str(out_dir / "fills.csv"),
              "equity": str(out_dir / "equity.html")}
@@ -130,7 +126,7 @@ def write_artifacts(session: "Session", out_dir: Path) -> dict[str, str]:
     if session.journal is not None:
         files["journal"] = str(out_dir / "journal.jsonl")
     write_fills_csv(out_dir / "fills.csv", session.fills, {session.instrument.id: session.instrument})
-    ts, eq, _ = as_arrays(session.curve)
+    ts, eq, _ = session.curve.arrays()
     write_equity_html(out_dir / "equity.html", ts, eq,
                       f"himari replay: equity of {session.cfg.strategy.name} on {session.instrument.id}")
     return files

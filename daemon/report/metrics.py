@@ -15,11 +15,30 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 import numpy as np
 
 _YEAR_NS = 365.25 * 86_400 * 1e9
+
+
+@dataclass
+class EquityCurve:
+    """Equity sampled at each close of the strategy's primary bar spec (marked to the close)."""
+
+    ts_ns: list[int] = field(default_factory=list)
+    equity: list[float] = field(default_factory=list)
+    position: list[int] = field(default_factory=list)
+
+    def append(self, ts_ns: int, equity: float, position: int) -> None:
+        self.ts_ns.append(ts_ns)
+        self.equity.append(equity)
+        self.position.append(position)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (np.asarray(self.ts_ns, dtype=np.int64), np.asarray(self.equity, dtype=np.float64),
+                np.asarray(self.position, dtype=np.int64))
 
 
 def sharpe_ratio(ts_ns: np.ndarray, equity: np.ndarray, starting_equity: float) -> float:

@@ -8,7 +8,6 @@ import csv
 from decimal import Decimal
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from himari.daemon.app import run_replay

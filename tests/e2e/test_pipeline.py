@@ -7,7 +7,6 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
 
 from himari.daemon.cli import main
 
