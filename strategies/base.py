@@ -1,8 +1,17 @@
 """What every strategy shares: it sees only the bus and the clock, never a broker.
 
-`Strategy` tracks its own net position from `PositionUpdate` events and the quantity still in
-flight (intents not yet filled, cancelled or refused), so it never double-sends while an order is on
-its way. Subclasses call `order_towards(target, source_id, ...)` and implement their handlers.
+A strategy states a *target* position with `order_towards(target, source_id, reason=...)`; this
+base turns it into market-order intents and follows them on the bus:
+- one Decision per new target, tied to the bar/matrix it was made on; every intent it leads to
+  carries that decision's id;
+- a position on the wrong side of the target is closed first (a reduce-only intent) and the new
+  side is opened only once the close has filled, so risk sees the true position for each order
+  (a flip never passes as "reducing", and a halted kill switch lets the close through but not the
+  new entry);
+- while an intent is in flight nothing new is sent; an intent refused by risk, or an order
+  rejected, cancelled or expired, drops the target: the strategy decides again on its next bar,
+  never in a loop.
+Position comes from `PositionUpdate` events only.
 """
 
 from __future__ import annotations
@@ -25,6 +34,9 @@ class Strategy:
         self.clock = clock
         self.ids = ids
         self.position = 0
+        self._target: int | None = None
+        self._decision_id = ""
+        self._intent_fields: dict[str, Any] = {}
         self._in_flight: dict[str, int] = {}  # intent id -> signed lots not yet settled
         self._intent_of_order: dict[str, str] = {}
         self.decisions = 0
@@ -37,8 +49,9 @@ class Strategy:
         sub(PositionUpdate, self._on_position, name=f"{name}.position", order=order)
         sub(RiskVerdict, self._on_verdict, name=f"{name}.verdict", order=order)
         sub(OrderSubmitted, self._on_submitted, name=f"{name}.submitted", order=order)
-        for done in (OrderFilled, OrderCancelled, OrderRejected, OrderExpired):
-            sub(done, self._on_order_done, name=f"{name}.order_done", order=order)
+        sub(OrderFilled, self._on_filled, name=f"{name}.order_done", order=order)
+        for failed in (OrderCancelled, OrderRejected, OrderExpired):
+            sub(failed, self._on_order_failed, name=f"{name}.order_done", order=order)
 
     @property
     def pending(self) -> int:
@@ -46,42 +59,70 @@ class Strategy:
 
     def order_towards(self, target: int, source_id: str, *, reason: str,
                       confidence: float = 1.0, **intent_fields: Any) -> None:
-        """Publish a decision and the market order that moves position + in-flight to `target`."""
-        delta = target - self.position - self.pending
-        if delta == 0:
+        """Aim for `target` lots; a no-op when that is already the aim or the position."""
+        if target == self._target or (self._target is None and target == self.position
+                                      and not self._in_flight):
             return
-        now = self.clock.now_ns()
-        decision = Decision(event_id=self.ids.next("D"), ts_ns=now, strategy_id=self.strategy_id,
-                            instrument_id=self.instrument_id, source_id=source_id,
-                            target_position=target, confidence=confidence, reason=reason)
+        decision = Decision(event_id=self.ids.next("D"), ts_ns=self.clock.now_ns(),
+                            strategy_id=self.strategy_id, instrument_id=self.instrument_id,
+                            source_id=source_id, target_position=target, confidence=confidence,
+                            reason=reason)
         self.decisions += 1
+        self._target = target
+        self._decision_id = decision.event_id
+        self._intent_fields = intent_fields
         self.bus.publish(decision)
-        intent = OrderIntent(event_id=self.ids.next("I"), ts_ns=now, decision_id=decision.event_id,
-                             strategy_id=self.strategy_id, instrument_id=self.instrument_id,
-                             side=1 if delta > 0 else -1, quantity=abs(delta), **intent_fields)
-        self._in_flight[intent.event_id] = delta
-        self.intents += 1
-        self.bus.publish(intent)
+        self._act()
 
     def flatten(self, source_id: str, reason: str = "strategy stop") -> None:
         self.order_towards(0, source_id, reason=reason)
+
+    def _act(self) -> None:
+        """Send the next intent towards the target, unless one is still in flight."""
+        target = self._target
+        if target is None or self._in_flight:
+            return
+        pos = self.position
+        if pos == target:
+            self._target = None  # reached
+            return
+        if pos != 0 and (target == 0 or (pos > 0) != (target > 0)):
+            delta, reduce_only = -pos, True  # close first; open the other side once flat
+        else:
+            delta, reduce_only = target - pos, abs(target) < abs(pos)
+        intent = OrderIntent(event_id=self.ids.next("I"), ts_ns=self.clock.now_ns(),
+                             decision_id=self._decision_id, strategy_id=self.strategy_id,
+                             instrument_id=self.instrument_id, side=1 if delta > 0 else -1,
+                             quantity=abs(delta), reduce_only=reduce_only, **self._intent_fields)
+        self._in_flight[intent.event_id] = delta
+        self.intents += 1
+        self.bus.publish(intent)
 
     # ---- bookkeeping from the bus
 
     def _on_position(self, ev: PositionUpdate) -> None:
         if ev.instrument_id == self.instrument_id:
             self.position = ev.quantity
+            self._act()
 
     def _on_verdict(self, ev: RiskVerdict) -> None:
         if not ev.approved and ev.intent_id in self._in_flight:
             del self._in_flight[ev.intent_id]
             self.refused += 1
+            self._target = None
 
     def _on_submitted(self, ev: OrderSubmitted) -> None:
         if ev.intent_id in self._in_flight:
             self._intent_of_order[ev.order_id] = ev.intent_id
 
-    def _on_order_done(self, ev: OrderFilled | OrderCancelled | OrderRejected | OrderExpired) -> None:
+    def _on_filled(self, ev: OrderFilled) -> None:
+        # The PositionUpdate that follows this fill moves the strategy on.
         intent_id = self._intent_of_order.pop(ev.order_id, None)
         if intent_id is not None:
             self._in_flight.pop(intent_id, None)
+
+    def _on_order_failed(self, ev: OrderCancelled | OrderRejected | OrderExpired) -> None:
+        intent_id = self._intent_of_order.pop(ev.order_id, None)
+        if intent_id is not None:
+            self._in_flight.pop(intent_id, None)
+            self._target = None

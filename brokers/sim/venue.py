@@ -120,8 +120,9 @@ class SimVenue:
                 continue  # cancelled by an earlier fill on this tick (one-cancels-other)
             self._execute(work, t, b, a, int(batch.size[k]), is_quotes)
 
-    def end_of_data(self, batch: TickBatch) -> None:
-        """The data ended: market orders still waiting fill at the last tick seen."""
+    def end_of_data(self, batch: TickBatch, max_passes: int = 16) -> None:
+        """The data ended: market orders still waiting fill at the last tick seen. Orders sent
+        in reaction to those fills (a close, then the opposite entry) fill in a further pass."""
         if len(batch) == 0:
             return
         book = self._books.get(batch.instrument_id)
@@ -129,9 +130,14 @@ class SimVenue:
             return
         k = len(batch) - 1
         t, b, a = int(batch.ts_ns[k]), int(batch.bid[k]), int(batch.ask[k])
-        for work in sorted(book.by_slot.values(), key=lambda w: w.seq):
-            if work.request.order_type == "market" and book.active[work.slot]:
-                self._execute(work, t, b, a, 0, batch.kind == TickKind.QUOTES)
+        for _ in range(max_passes):
+            waiting = sorted((w for w in book.by_slot.values()
+                              if w.request.order_type == "market"), key=lambda w: w.seq)
+            if not waiting:
+                return
+            for work in waiting:
+                if book.active[work.slot]:
+                    self._execute(work, t, b, a, 0, batch.kind == TickKind.QUOTES)
 
     def working_orders(self) -> int:
         return len(self._by_coid)
