@@ -13,7 +13,7 @@ How the runner uses a builder: bars depend only on ticks, never on orders, so `s
 runs the kernel over the whole batch in one call and records every bar close with the *gap* at which
 it happened: gap g means "between tick g-1 and tick g". A time bar closed by tick k closes at gap k;
 a tick/volume bar completed by tick k closes at gap k+1. The runner then walks those closes in order
-(`scan` peeks at the next one, `take_bar` emits it) and publishes each bar once the venue has
+(`pending_gap` peeks at the next one, `take_bar` emits it) and publishes each bar once the venue has
 processed every tick before its gap, so an order placed on the bar fills against the next tick,
 exactly as live. One kernel call per batch keeps Numba's per-call dispatch cost off the tick path.
 """

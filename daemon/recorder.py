@@ -13,13 +13,13 @@ import contextlib
 from pathlib import Path
 
 import msgspec
-
 import structlog
 
 from himari.daemon.bus import Bus, SlowQueue
 from himari.daemon.events import (Decision, Fill, OrderAccepted, OrderCancelled, OrderExpired,
                                   OrderFilled, OrderIntent, OrderPartiallyFilled, OrderRejected,
                                   OrderSubmitted, RiskVerdict, SynergyDetected)
+from himari.daemon.jsonl import typed_line
 
 log = structlog.get_logger("himari.records")
 
@@ -40,7 +40,6 @@ class DecisionRecorder:
             bus.subscribe_queue(event_type, name="decision_records", queue=self.queue)
         self.written = 0
         self.errors = 0
-        self._encoder = msgspec.json.Encoder(decimal_format="string")
         self._fh = path.open("wb")
 
     async def run(self) -> None:
@@ -53,11 +52,10 @@ class DecisionRecorder:
     def _write(self, ev: msgspec.Struct) -> None:
         """Write one record; a failure is logged and counted, never raised into the session."""
         try:
-            body = msgspec.structs.asdict(ev)
-            name = type(ev).__name__
-            self._fh.write(self._encoder.encode({"type": name, **body}) + b"\n")
+            self._fh.write(typed_line(ev))
             self.written += 1
-            log.debug(name, **{k: body[k] for k in _ID_FIELDS if k in body})
+            log.debug(type(ev).__name__,
+                      **{k: getattr(ev, k) for k in _ID_FIELDS if hasattr(ev, k)})
         except Exception:  # noqa: BLE001 - the slow path must not take the hot path down
             self.errors += 1
             log.exception("record_failed", event_id=getattr(ev, "event_id", None))

@@ -1,8 +1,7 @@
 """A minimal durable write-ahead journal: one JSON object per line.
 
-Each record is a msgspec Struct encoded by msgspec's JSON encoder (Decimal as a string, exact) with
-a leading `"type"` field naming its class (spliced in front, so the hot path does no
-dict conversion). `write` returns only after the line is flushed to the
+Each record is a msgspec Struct written as a typed JSON line (`daemon/jsonl.py`: the Struct's JSON,
+Decimal as an exact string, with a leading `"type"` field naming its class). `write` returns only after the line is flushed to the
 OS and, when `fsync=True` (live), forced to disk with `os.fsync`; callers write a record BEFORE they
 acknowledge the action it records (publish the event, send the order). Replays pass `fsync=False`:
 a crash there loses nothing that cannot be recomputed.
@@ -24,6 +23,7 @@ import msgspec
 import orjson
 
 from .. import events
+from ..jsonl import typed_line
 from ..venue import OrderRequest
 
 
@@ -41,7 +41,6 @@ def _registry() -> dict[str, type]:
 
 
 _TYPES = _registry()
-_ENCODER = msgspec.json.Encoder(decimal_format="string")
 
 
 class Journal:
@@ -54,9 +53,7 @@ class Journal:
 
     def write(self, record: msgspec.Struct) -> None:
         """Append one Struct as a typed record; durable (per `fsync`) when this returns."""
-        body = _ENCODER.encode(record)  # b'{...}'
-        head = b'{"type":"' + type(record).__name__.encode() + b'"'
-        self._write_line(head + (b"," + body[1:] if len(body) > 2 else b"}") + b"\n")
+        self._write_line(typed_line(record))
 
     def write_raw(self, type_name: str, fields: dict[str, Any]) -> None:
         """Append a record that is not a Struct (for example a cancel request)."""

@@ -11,7 +11,7 @@ import numpy as np
 
 from himari import __version__
 from himari.daemon.report import metrics
-from himari.daemon.report.writers import write_equity_html, write_fills_csv, write_json
+from himari.daemon.report.writers import money, write_equity_html, write_fills_csv, write_json
 
 if TYPE_CHECKING:
     from himari.daemon.app import Session
@@ -95,11 +95,6 @@ def build_report(session: "Session", files: dict[str, str], *, startup_seconds: 
         report["matrices"] = _plain(getattr(matrices, "stats", lambda: {})()
                                     if callable(getattr(matrices, "stats", None)) else {})
     return report
-
-
-def money(x: Decimal) -> str:
-    """Fixed-point text for money (never exponent notation such as 0E-8)."""
-    return format(x, "f")
 
 
 def _plain(obj: Any) -> Any:

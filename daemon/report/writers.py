@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import html
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,11 @@ from himari.daemon.instruments import Instrument
 
 FILLS_COLUMNS = ["ts_ns", "fill_id", "order_id", "client_order_id", "instrument", "side", "quantity",
                  "price", "fee", "decision_id"]
+
+
+def money(x: Decimal) -> str:
+    """Fixed-point text for exact amounts (never exponent notation such as 0E-8)."""
+    return format(x, "f")
 
 
 def write_json(path: Path, report: dict[str, Any]) -> None:
@@ -29,9 +35,8 @@ def write_fills_csv(path: Path, fills: list[Fill], instruments: dict[str, Instru
         for f in fills:
             inst = instruments[f.instrument_id]
             w.writerow([f.ts_ns, f.fill_id, f.order_id, f.client_order_id, f.instrument_id,
-                        "BUY" if f.side > 0 else "SELL", format(inst.lots_to_qty(f.quantity), "f"),
-                        format(inst.ticks_to_price(f.price), "f"), format(f.fee, "f"),
-                        f.decision_id])
+                        "BUY" if f.side > 0 else "SELL", money(inst.lots_to_qty(f.quantity)),
+                        money(inst.ticks_to_price(f.price)), money(f.fee), f.decision_id])
 
 
 def write_equity_html(path: Path, ts_ns: np.ndarray, equity: np.ndarray, title: str) -> None:
