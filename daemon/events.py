@@ -275,6 +275,7 @@ class Fill(Event, frozen=True, kw_only=True):
     fee: Decimal
     liquidity: str = "taker"  # taker | maker
     decision_id: str = ""
+    exec_id: str = ""  # the venue's execution id: a fill delivered twice is booked once
 
 
 class PositionUpdate(Event, frozen=True, kw_only=True):
@@ -287,3 +288,19 @@ class PositionUpdate(Event, frozen=True, kw_only=True):
     unrealized_pnl: Decimal
     fees: Decimal
     fill_id: str = ""
+
+
+class ExecutionDiscrepancy(Event, frozen=True, kw_only=True):
+    """The venue and our books disagreed; the books now follow the venue (the broker is the truth).
+
+    `kind`: duplicate_fill (same exec_id again: ignored), overfill (more than the order's leaves:
+    booked), fill_after_cancel (a fill for an order we had as cancelled: booked), external_fill (an
+    order we never sent: booked), order_absent (an in-flight order the venue does not know),
+    position_mismatch (reconciliation found another position: adjusted)."""
+
+    kind: str
+    instrument_id: str = ""
+    client_order_id: str = ""
+    exec_id: str = ""
+    quantity: int = 0  # signed lots involved (0 when not a quantity)
+    detail: str = ""

@@ -46,3 +46,49 @@ class VenueClient(Protocol):
     def submit(self, request: OrderRequest) -> None: ...
 
     def cancel(self, client_order_id: str, ts_ns: int) -> None: ...
+
+
+class CancelRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """A cancel the order manager asked the venue for (journaled before it is sent)."""
+
+    ts_ns: int
+    order_id: str
+    client_order_id: str
+    reason: str = ""
+
+
+# ---- status reports: what an execution client answers to reconciliation queries
+
+
+class OrderStatusReport(msgspec.Struct, frozen=True, kw_only=True):
+    client_order_id: str
+    venue_order_id: str
+    instrument_id: str
+    side: int
+    quantity: int  # lots ordered
+    filled: int  # lots filled so far
+    status: str  # accepted | partially_filled | filled | cancelled | rejected | expired
+    ts_ns: int
+
+
+class FillReport(msgspec.Struct, frozen=True, kw_only=True):
+    exec_id: str
+    client_order_id: str
+    instrument_id: str
+    side: int
+    quantity: int
+    price: int
+    fee: Decimal
+    liquidity: str
+    ts_ns: int
+
+
+class PositionReport(msgspec.Struct, frozen=True, kw_only=True):
+    instrument_id: str
+    quantity: int  # signed lots
+
+
+class AccountReport(msgspec.Struct, frozen=True, kw_only=True):
+    currency: str
+    cash: Decimal
+    equity: Decimal
