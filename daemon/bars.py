@@ -196,6 +196,33 @@ class BarBuilder:
                    ts_close=row[E_TS_CLOSE], open=row[E_O], high=row[E_H], low=row[E_L],
                    close=row[E_C], volume=row[E_V], n_ticks=row[E_N])
 
+    @property
+    def open_bar_close_ns(self) -> int | None:
+        """When the open time bar ends (its `ts_close`), or None (no open bar / not a time bar)."""
+        if self.spec.kind != KIND_TIME or not self.state[S_OPEN_FLAG]:
+            return None
+        return int(self.state[S_TS_CLOSE])
+
+    def close_due(self, now_ns: int) -> Bar | None:
+        """Live: close the open time bar once the clock has passed its end, even when no tick
+        arrived after it (a replay closes it at the next tick, with the same result). Returns the
+        bar, or None (nothing due, or the dropped partial first bar). Call between batches only."""
+        end = self.open_bar_close_ns
+        if end is None or now_ns < end:
+            return None
+        st = self.state
+        partial = bool(st[S_FIRST_PARTIAL])
+        st[S_OPEN_FLAG] = 0
+        st[S_FIRST_PARTIAL] = 0
+        if partial:
+            self.partial_first_dropped += 1
+            return None
+        self.bars_closed += 1
+        return Bar(event_id=self._ids.next("B"), ts_ns=end, instrument_id=self.instrument_id,
+                   spec=self.spec.text, ts_open=int(st[S_TS_OPEN]), ts_close=end,
+                   open=int(st[S_O]), high=int(st[S_H]), low=int(st[S_L]), close=int(st[S_C]),
+                   volume=int(st[S_V]), n_ticks=int(st[S_N]))
+
     def finish(self) -> None:
         """End of data: the bar still open is incomplete and is dropped."""
         if self.state[S_OPEN_FLAG]:

@@ -50,17 +50,27 @@ class ReplayClock:
 
 
 class LiveClock:
-    """Wall-clock time. Timers are driven by the daemon's timer task (`run_due`)."""
+    """Wall-clock time. Timers are driven by the live runner's timer task (`run_due`); it is told
+    (`on_new_timer`) when a timer earlier than the one it sleeps towards is set. `advance_to` (the
+    replay loop calls it at each event) only fires timers already due on the wall clock: live, time
+    is never moved by data."""
 
     def __init__(self) -> None:
         self._timers: list[tuple[int, int, TimerCallback]] = []
         self._seq = itertools.count()
+        self.on_new_timer: Callable[[int], None] | None = None
 
     def now_ns(self) -> int:
         return time.time_ns()
 
     def set_timer(self, ts_ns: int, callback: TimerCallback) -> None:
         heapq.heappush(self._timers, (ts_ns, next(self._seq), callback))
+        if self.on_new_timer is not None and self._timers[0][0] == ts_ns:
+            self.on_new_timer(ts_ns)
+
+    def advance_to(self, ts_ns: int) -> None:
+        if self._timers and self._timers[0][0] <= ts_ns:
+            self.run_due()
 
     def next_timer_ns(self) -> int | None:
         return self._timers[0][0] if self._timers else None

@@ -33,9 +33,11 @@ class InstrumentConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     tick_size: str = "auto"
     lot_size: str = "auto"
     multiplier: Decimal = Decimal(1)
-    currency: str = "USD"
+    currency: str = "auto"  # "auto" = the quote currency of an FX pair id (usdjpy -> JPY), else USD
 
     def __post_init__(self) -> None:
+        if self.currency != "auto" and not re.fullmatch(r"[A-Z]{3}", self.currency):
+            raise ConfigError("instrument.currency", self.currency, '"auto" or a 3-letter code')
         for key in ("tick_size", "lot_size"):
             value = getattr(self, key)
             if value != "auto":
@@ -95,11 +97,23 @@ class LogConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
 
 class AccountConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The account: one currency. An instrument quoted in another currency needs a stated rate in
+    `fx_rates` (account currency per unit of that currency), else the session refuses to start."""
+
     starting_cash: Decimal = Decimal("100000")
+    currency: str = "USD"
+    fx_rates: dict[str, Decimal] = {}
 
     def __post_init__(self) -> None:
         if not self.starting_cash.is_finite() or self.starting_cash <= 0:
             raise ConfigError("account.starting_cash", str(self.starting_cash), "a positive decimal")
+        if not re.fullmatch(r"[A-Z]{3}", self.currency):
+            raise ConfigError("account.currency", self.currency, "a 3-letter currency code, e.g. USD")
+        for code, rate in self.fx_rates.items():
+            if not re.fullmatch(r"[A-Z]{3}", code):
+                raise ConfigError(f"account.fx_rates.{code}", str(rate), "a 3-letter currency code key")
+            if not rate.is_finite() or rate <= 0:
+                raise ConfigError(f"account.fx_rates.{code}", str(rate), "a positive decimal rate")
 
 
 class DaemonConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -1,12 +1,17 @@
-"""Strategies, venues and the synergy detector, registered by name from config.
+"""Strategies, execution clients and the synergy detector, found by name or import path.
 
-`daemon/` imports no strategy or broker module directly: the config names a plugin and this table
-says where it lives. Each plugin module exposes `CONFIG` (its msgspec config Struct) and `build(...)`.
+`daemon/` imports no strategy or broker module directly. A config names a plugin either by a short
+name from the tables below (the ones this package ships) or by an import path
+(`mypkg.mystrategy`), so adding an adapter or a strategy never edits `daemon/`. A plugin module
+exposes `CONFIG` (its msgspec config Struct) and `build(...)`:
+- strategy: `build(cfg, *, instrument, bus, clock, ids, cache) -> Strategy`
+- venue (execution client): `build(cfg, instruments, clock=None) -> ExecutionClient`
 """
 
 from __future__ import annotations
 
 import importlib
+import re
 from typing import Any
 
 from himari.daemon.configbase import ConfigError
@@ -15,19 +20,35 @@ STRATEGIES = {"ema_cross": "himari.strategies.ema_cross"}
 VENUES = {"sim": "himari.brokers.sim.plugin"}
 SYNERGY = "himari.strategies.synergy"
 
+_MODULE_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 
-def _module(table: dict[str, str], key: str, name: str) -> Any:
-    if name not in table:
-        raise ConfigError(key, name, f"one of {', '.join(sorted(table))}")
-    return importlib.import_module(table[name])
+
+def resolve(table: dict[str, str], key: str, name: str) -> Any:
+    """The plugin module for a short name or a dotted import path; ConfigError (exit 2) naming
+    the key when it cannot be imported or is not a plugin."""
+    path = table.get(name)
+    if path is None:
+        if not _MODULE_PATH.fullmatch(name):
+            raise ConfigError(key, name, f"one of {', '.join(sorted(table))}, or an import path "
+                              "such as 'mypackage.my_plugin'")
+        path = name
+    try:
+        mod = importlib.import_module(path)
+    except ImportError as exc:
+        raise ConfigError(key, name, f"an importable plugin module ({exc})") from None
+    for attr in ("CONFIG", "build"):
+        if not hasattr(mod, attr):
+            raise ConfigError(key, name, f"a plugin module defining CONFIG and build(); "
+                              f"{path} has no {attr}")
+    return mod
 
 
 def strategy_module(cfg: Any) -> Any:
-    return _module(STRATEGIES, "strategy.name", cfg.strategy.name)
+    return resolve(STRATEGIES, "strategy.name", cfg.strategy.name)
 
 
 def venue_module(cfg: Any) -> Any:
-    return _module(VENUES, "venue.name", cfg.venue.name)
+    return resolve(VENUES, "venue.name", cfg.venue.name)
 
 
 def strategy_config(cfg: Any) -> Any:

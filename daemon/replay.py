@@ -1,4 +1,4 @@
-"""The replay loop: tick batches through bar builders and the venue, Python once per event.
+"""The replay loop: tick batches through bar builders and the matching engine, Python once per event.
 
 For each batch the loop asks every bar builder for its next bar close (a *gap* between two ticks,
 see `bars.py`) and the venue for the next tick at which a working order executes. It lets the venue
@@ -6,11 +6,18 @@ execute everything before the earliest bar close, then publishes that bar on the
 the strategy, risk and the order manager react inside `publish`, so an order placed on a bar close is
 in the venue before the next tick is examined. The result equals tick-by-tick processing, while the
 per-tick work stays inside Numba kernels.
+
+Batches belong to one instrument each (a multi-instrument replay is merged in time order by the
+source); the loop runs that instrument's bar builders. Before it publishes a bar, it tells
+`on_tick` the last tick actually seen before the bar's gap (price and time: the stale-data rule and
+market-order reference price need the tick, not the bar's close time). The same loop serves the
+live runner, whose batches are a few ticks each.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from himari.daemon.bars import NO_EVENT, BarBuilder
@@ -28,17 +35,32 @@ class ReplayVenue(Protocol):
     def end_of_data(self, batch: TickBatch) -> None: ...
 
 
+TickHook = Callable[[str, int, int], None]  # (instrument id, price ticks, ts_ns)
+
+
 class ReplayLoop:
-    def __init__(self, bus: Bus, clock: ReplayClock, builders: list[BarBuilder],
-                 venue: ReplayVenue, timer: StageTimer) -> None:
+    def __init__(self, bus: Bus, clock: ReplayClock, builders: list[BarBuilder] | dict[str, list[BarBuilder]],
+                 venue: ReplayVenue, timer: StageTimer, on_tick: TickHook | None = None) -> None:
         self.bus = bus
         self.clock = clock
-        self.builders = builders
+        if isinstance(builders, dict):
+            self.builders_by_instrument = builders
+        else:
+            by: dict[str, list[BarBuilder]] = {}
+            for b in builders:
+                by.setdefault(b.instrument_id, []).append(b)
+            self.builders_by_instrument = by
         self.venue = venue
         self.timer = timer
+        self.on_tick = on_tick
         self.ticks = 0
         self.batches = 0
         self.last_batch: TickBatch | None = None
+        self.last_batches: dict[str, TickBatch] = {}  # per instrument, for the end-of-data pass
+
+    @property
+    def builders(self) -> list[BarBuilder]:
+        return [b for bs in self.builders_by_instrument.values() for b in bs]
 
     def process(self, batch: TickBatch) -> None:
         n = len(batch)
@@ -46,7 +68,9 @@ class ReplayLoop:
             return
         perf = time.perf_counter_ns
         ts = batch.ts_ns
-        builders = self.builders
+        inst_id = batch.instrument_id
+        builders = self.builders_by_instrument.get(inst_id, ())
+        on_tick = self.on_tick
         venue = self.venue
         clock = self.clock
         publish = self.bus.publish
@@ -77,6 +101,8 @@ class ReplayLoop:
             venue_ns += perf() - t1
             if not pending:
                 break
+            if on_tick is not None and gap > 0:
+                on_tick(inst_id, int(batch.price[gap - 1]), int(ts[gap - 1]))
             for b in builders:
                 if b.pending_gap == gap:
                     bar = b.take_bar()
@@ -84,9 +110,12 @@ class ReplayLoop:
                         clock.advance_to(bar.ts_close)
                         publish(bar)
         clock.advance_to(int(ts[n - 1]))
+        if on_tick is not None:
+            on_tick(inst_id, int(batch.price[n - 1]), int(ts[n - 1]))
         self.ticks += n
         self.batches += 1
         self.last_batch = batch
+        self.last_batches[inst_id] = batch
         self.timer.record("venue_match", venue_ns, n)
 
     def finish(self) -> None:
@@ -96,5 +125,6 @@ class ReplayLoop:
             b.finish()
 
     def flush_venue(self) -> None:
-        if self.last_batch is not None:
-            self.venue.end_of_data(self.last_batch)
+        """Market orders still waiting fill at each instrument's last tick."""
+        for batch in self.last_batches.values():
+            self.venue.end_of_data(batch)

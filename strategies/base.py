@@ -12,6 +12,12 @@ base turns it into market-order intents and follows them on the bus:
   rejected, cancelled or expired, drops the target: the strategy decides again on its next bar,
   never in a loop.
 Position comes from `PositionUpdate` events only.
+
+Lifecycle: the runner calls `on_start()` once before the first tick (it subscribes the strategy's
+handlers; a subclass adds its own after `super().on_start()`) and `on_stop()` once at the end (the
+default flattens). `subscriptions` lists the bar specs the strategy needs; the runner builds those
+bars for the strategy's instrument. A strategy reads shared state only from the cache it is given
+(positions, orders, last prices), never from an engine's internals.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from himari.daemon.bus import Bus
+from himari.daemon.cache import Cache
 from himari.daemon.clock import Clock
 from himari.daemon.events import (Decision, OrderCancelled, OrderExpired, OrderFilled, OrderIntent,
                                   OrderRejected, OrderSubmitted, PositionUpdate, RiskVerdict)
@@ -27,7 +34,8 @@ from himari.daemon.ids import IdSource
 
 class Strategy:
     def __init__(self, strategy_id: str, instrument_id: str, bus: Bus, clock: Clock,
-                 ids: IdSource) -> None:
+                 ids: IdSource, cache: Cache | None = None) -> None:
+        self.cache = cache
         self.strategy_id = strategy_id
         self.instrument_id = instrument_id
         self.bus = bus
@@ -43,7 +51,13 @@ class Strategy:
         self.intents = 0
         self.refused = 0
 
-    def attach(self, order: int = 50) -> None:
+    @property
+    def subscriptions(self) -> list[str]:
+        """Bar specs this strategy needs for its instrument."""
+        return []
+
+    def on_start(self, order: int = 50) -> None:
+        """Subscribe the handlers (hot path, `order` 50: after the portfolio and matrices)."""
         sub = self.bus.subscribe
         name = self.strategy_id
         sub(PositionUpdate, self._on_position, name=f"{name}.position", order=order)
@@ -52,6 +66,10 @@ class Strategy:
         sub(OrderFilled, self._on_filled, name=f"{name}.order_done", order=order)
         for failed in (OrderCancelled, OrderRejected, OrderExpired):
             sub(failed, self._on_order_failed, name=f"{name}.order_done", order=order)
+
+    def on_stop(self) -> None:
+        """End of the session (end of data, SIGTERM): by default, go flat."""
+        self.flatten("stop")
 
     @property
     def pending(self) -> int:

@@ -15,6 +15,7 @@ import msgspec
 
 from himari.daemon.bars import BarSpec, BarSpecError
 from himari.daemon.bus import Bus
+from himari.daemon.cache import Cache
 from himari.daemon.clock import Clock
 from himari.daemon.configbase import ConfigError, check_range
 from himari.daemon.events import Bar
@@ -45,8 +46,8 @@ class EmaCrossConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 
 class EmaCross(Strategy):
     def __init__(self, cfg: EmaCrossConfig, instrument_id: str, lots: int, bus: Bus, clock: Clock,
-                 ids: IdSource) -> None:
-        super().__init__("ema_cross", instrument_id, bus, clock, ids)
+                 ids: IdSource, cache: Cache | None = None, strategy_id: str = "ema_cross") -> None:
+        super().__init__(strategy_id, instrument_id, bus, clock, ids, cache)
         self.cfg = cfg
         self.lots = lots
         self._a_fast = 2.0 / (cfg.fast + 1)
@@ -58,12 +59,12 @@ class EmaCross(Strategy):
         self._last_bar_id = ""
 
     @property
-    def bar_specs(self) -> list[str]:
+    def subscriptions(self) -> list[str]:
         return [self.cfg.bar_spec]
 
-    def attach(self, order: int = 50) -> None:
-        super().attach(order)
-        self.bus.subscribe(Bar, self.on_bar, name="ema_cross.bar", order=order)
+    def on_start(self, order: int = 50) -> None:
+        super().on_start(order)
+        self.bus.subscribe(Bar, self.on_bar, name=f"{self.strategy_id}.bar", order=order)
 
     def on_bar(self, bar: Bar) -> None:
         if bar.spec != self.cfg.bar_spec or bar.instrument_id != self.instrument_id:
@@ -96,11 +97,11 @@ CONFIG = EmaCrossConfig
 
 
 def build(cfg: EmaCrossConfig, *, instrument: Instrument, bus: Bus, clock: Clock,
-          ids: IdSource) -> EmaCross:
+          ids: IdSource, cache: Cache | None = None, strategy_id: str = "ema_cross") -> EmaCross:
     try:
         lots = instrument.qty_to_lots(cfg.quantity)
     except InstrumentError as exc:
         raise ConfigError("strategy.params.quantity", str(cfg.quantity), str(exc)) from None
     if lots <= 0:
         raise ConfigError("strategy.params.quantity", str(cfg.quantity), "at least one lot")
-    return EmaCross(cfg, instrument.id, lots, bus, clock, ids)
+    return EmaCross(cfg, instrument.id, lots, bus, clock, ids, cache, strategy_id)

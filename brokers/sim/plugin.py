@@ -15,5 +15,5 @@ class WarmSimVenue(SimVenue):
         matching.warmup()
 
 
-def build(cfg: SimVenueConfig, instruments: dict[str, Instrument]) -> SimVenue:
+def build(cfg: SimVenueConfig, instruments: dict[str, Instrument], clock: object = None) -> SimVenue:
     return WarmSimVenue(cfg, instruments)

@@ -14,7 +14,7 @@ from himari.daemon.report import metrics
 from himari.daemon.report.writers import money, write_equity_html, write_fills_csv, write_json
 
 if TYPE_CHECKING:
-    from himari.daemon.app import Session
+    from himari.daemon.runners.replay import ReplaySession as Session
 
 
 def build_report(session: "Session", files: dict[str, str], *, startup_seconds: float,
@@ -23,11 +23,12 @@ def build_report(session: "Session", files: dict[str, str], *, startup_seconds: 
     are written: the throughput figure. `startup_seconds` is config to ready."""
     inst = session.instrument
     book = session.om.positions
-    ts, eq, pos = session.curve.arrays()
+    portfolio = session.portfolio
+    ts, eq, pos = portfolio.curve.arrays()
     cash0 = session.cfg.account.starting_cash
-    realized = book.realized_pnl()
-    unrealized = book.unrealized_pnl()
-    fees = book.fees()
+    realized = portfolio.realized_pnl()  # in the account currency
+    unrealized = portfolio.unrealized_pnl()
+    fees = portfolio.fees()
     dd_money, dd_frac = metrics.max_drawdown(eq)
     trips = book.round_trips
     ticks = session.loop.ticks
@@ -37,26 +38,31 @@ def build_report(session: "Session", files: dict[str, str], *, startup_seconds: 
                for b in session.loop.builders}
     stages = session.timer.summary()
     om_stats = getattr(session.om, "stats", None)
-    strategy = session.strategy
     matrices = session.matrices
     report: dict[str, Any] = {
         "himari_version": __version__,
         "files": files,
         "inputs": session.source.describe(),
-        "instrument": {"id": inst.id, "tick_size": str(inst.tick_size),
-                       "lot_size": str(inst.lot_size), "multiplier": str(inst.multiplier),
-                       "currency": inst.currency},
+        "instrument": _instrument(inst),
+        "instruments": {i.id: {**_instrument(i), "position_lots": book.quantity(i.id),
+                               "fx_rate": str(portfolio.rates[i.id]),
+                               "realized_pnl": money(book.realized_pnl(i.id)),
+                               "fees": money(book.fees(i.id))}
+                        for i in session.instruments.values()},
+        "account_currency": portfolio.currency,
         "strategy": {"name": session.cfg.strategy.name, "bar_spec": session.primary_spec,
-                     "decisions": strategy.decisions, "intents": strategy.intents,
-                     "refused_by_risk": strategy.refused},
+                     "instances": [s.strategy_id for s in session.strategies],
+                     "decisions": sum(s.decisions for s in session.strategies),
+                     "intents": sum(s.intents for s in session.strategies),
+                     "refused_by_risk": sum(s.refused for s in session.strategies)},
         "ticks": ticks,
         "batches": session.loop.batches,
         "bars": sum(bar_counts.values()),
         "bars_by_spec": bar_counts,
         "bars_dropped": dropped,
-        "decisions": strategy.decisions,
+        "decisions": sum(s.decisions for s in session.strategies),
         "orders": int(session.bus.published.get("OrderSubmitted", 0)),
-        "orders_rejected_by_risk": sum(session.risk.rejected.values()),
+        "orders_rejected_by_risk": sum(sum(r.rejected.values()) for r in session.risks.values()),
         "orders_rejected_by_venue": int(session.bus.published.get("OrderRejected", 0)),
         "fills": len(session.fills),
         "round_trips": len(trips),
@@ -84,7 +90,8 @@ def build_report(session: "Session", files: dict[str, str], *, startup_seconds: 
         "stage_latency_us": stages,
         "stage_latency_note": ("bars and venue_match: per batch (items = ticks); handlers: per "
                                "event, inclusive of the handlers they publish to synchronously"),
-        "risk": session.risk.snapshot(),
+        "risk": session.risk.snapshot() if len(session.risks) == 1 else
+        {i: r.snapshot() for i, r in session.risks.items()},
         "bus": {"published": dict(session.bus.published),
                 "handler_errors": dict(session.bus.handler_errors),
                 "queues": session.bus.queue_stats()},
@@ -95,6 +102,11 @@ def build_report(session: "Session", files: dict[str, str], *, startup_seconds: 
         report["matrices"] = _plain(getattr(matrices, "stats", lambda: {})()
                                     if callable(getattr(matrices, "stats", None)) else {})
     return report
+
+
+def _instrument(inst: Any) -> dict[str, str]:
+    return {"id": inst.id, "tick_size": str(inst.tick_size), "lot_size": str(inst.lot_size),
+            "multiplier": str(inst.multiplier), "currency": inst.currency}
 
 
 def _plain(obj: Any) -> Any:
@@ -120,10 +132,11 @@ def write_artifacts(session: "Session", out_dir: Path) -> dict[str, str]:
         files["decisions"] = str(session.recorder.path)
     if session.journal is not None:
         files["journal"] = str(out_dir / "journal.jsonl")
-    write_fills_csv(out_dir / "fills.csv", session.fills, {session.instrument.id: session.instrument})
-    ts, eq, _ = session.curve.arrays()
+    write_fills_csv(out_dir / "fills.csv", session.fills, session.instruments)
+    ts, eq, _ = session.portfolio.curve.arrays()
+    names = ", ".join(session.instruments)
     write_equity_html(out_dir / "equity.html", ts, eq,
-                      f"himari replay: equity of {session.cfg.strategy.name} on {session.instrument.id}")
+                      f"himari: equity of {session.cfg.strategy.name} on {names}")
     return files
 
 

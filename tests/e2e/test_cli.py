@@ -117,10 +117,12 @@ def test_every_recorded_file_replays_with_recomputable_fills(capsys, tmp_path, n
         pytest.skip(f"recorded data not found at {path} (shared/data is not beside the repo)")
     out = tmp_path / "o"
     # Small bars so even the 1,000-tick file gets past the slow EMA's warm-up.
+    # USD/JPY is quoted in yen: the USD account needs a stated rate (USD per JPY).
+    fx = ["--set", "account.fx_rates.JPY=\"0.0125\""] if name.startswith("usdjpy") else []
     code, _, err = run(capsys, "replay", str(path), "--out", str(out), "--quiet", *QUIET,
                        "--set", "strategy.params.bar_spec=20t",
                        "--set", "account.starting_cash=\"10000000\"",
-                       "--set", "risk.max_notional=\"100000000\"")
+                       "--set", "risk.max_notional=\"100000000\"", *fx)
     assert code == 0, err
     rep = json.loads((out / "report.json").read_text())
     assert rep["ticks"] > 0 and rep["malformed_rows"] == 0
@@ -135,4 +137,15 @@ def test_every_recorded_file_replays_with_recomputable_fills(capsys, tmp_path, n
     assert sum(signed) == 0  # flattened on stop
     cash = -sum(q * Decimal(f["price"]) for q, f in zip(signed, fills))
     fees = sum(Decimal(f["fee"]) for f in fills)
-    assert Decimal(rep["pnl"]) == cash * Decimal(rep["instrument"]["multiplier"]) - fees
+    rate = Decimal(rep["instruments"][rep["instrument"]["id"]]["fx_rate"])
+    assert rep["instrument"]["currency"] == ("JPY" if name.startswith("usdjpy") else "USD")
+    assert Decimal(rep["pnl"]) == (cash * Decimal(rep["instrument"]["multiplier"]) - fees) * rate
+
+
+def test_a_currency_mix_without_a_stated_rate_refuses_to_start(capsys, tmp_path):
+    path = DATA / "usdjpy-ticks.csv"
+    if not path.exists():
+        pytest.skip(f"recorded data not found at {path} (shared/data is not beside the repo)")
+    code, _, err = run(capsys, "replay", str(path), "--out", str(tmp_path / "o"), "--quiet", *QUIET)
+    assert code == 2
+    assert "account.fx_rates" in err and "JPY" in err and "Traceback" not in err

@@ -55,7 +55,7 @@ class Desk:
 def make(approve=lambda intent: True) -> tuple[Strategy, Desk, list[Decision]]:
     bus = Bus()
     strategy = Strategy("s", "X", bus, ReplayClock(), IdSource())
-    strategy.attach()
+    strategy.on_start()
     desk = Desk(bus, approve)
     decisions: list[Decision] = []
     bus.subscribe(Decision, decisions.append, name="t")

@@ -1,0 +1,163 @@
+"""The trading core, wired once for every mode: what a bar triggers, in one place.
+
+`build_core` composes the components that do not care whether they run in a replay, against the
+simulator on the wall clock, or against a remote broker: the bus, the cache, the execution client
+(a plug-in), the order manager, pre-trade risk, the portfolio, one strategy instance per
+instrument, the feature matrices and the decision records. A runner (`runners/replay.py`,
+`runners/live.py`) owns the clock and the data, and drives this core.
+
+Hot-path handlers, in the order the bus runs them (lower `order` first):
+
+    Bar            10 portfolio (ATR, mark, equity -> risk, equity curve)
+                   20 matrices (tactical / strategic rows, synergy)
+                   50 strategy (decides; publishes Decision, OrderIntent)
+    OrderIntent    10 risk gate (verdict; an approved intent goes to the order manager)
+    PositionUpdate 10 portfolio.trades (closed round trips -> risk's Kelly inputs)
+                   50 strategy (position; next intent of a flip)
+    Fill          200 report.fills
+    slow queues       decision records (decisions.jsonl)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from himari.daemon import bars as bars_mod
+from himari.daemon import plugins
+from himari.daemon.bars import BarBuilder, BarSpec, BarSpecError
+from himari.daemon.bus import Bus
+from himari.daemon.cache import Cache
+from himari.daemon.config import HimariConfig
+from himari.daemon.configbase import ConfigError
+from himari.daemon.events import Fill
+from himari.daemon.ids import IdSource
+from himari.daemon.instruments import Instrument
+from himari.daemon.orders.journal import Journal
+from himari.daemon.orders.manager import OrderManager
+from himari.daemon.pipeline import RiskGate
+from himari.daemon.portfolio import Portfolio
+from himari.daemon.recorder import DecisionRecorder
+from himari.daemon.risk.engine import RiskEngine
+from himari.daemon.stagetimer import StageTimer
+
+log = structlog.get_logger("himari.engine")
+
+MATRIX_BAR_SPEC = "5m"
+
+
+@dataclass
+class TradingCore:
+    cfg: HimariConfig
+    instruments: dict[str, Instrument]
+    bus: Bus
+    clock: Any
+    ids: IdSource
+    timer: StageTimer
+    cache: Cache
+    client: Any  # the execution client
+    om: OrderManager
+    risks: dict[str, RiskEngine]
+    portfolio: Portfolio
+    strategies: list[Any]
+    builders: dict[str, list[BarBuilder]]
+    matrices: list[Any]
+    recorder: DecisionRecorder | None
+    journal: Journal | None
+    primary_spec: str
+    fills: list[Fill] = field(default_factory=list)
+
+    @property
+    def matching(self) -> Any:
+        """The matching engine the runner drives with ticks (the simulated exchange's), or None
+        for a remote venue."""
+        engine = getattr(self.client, "matching", None)
+        if engine is None and hasattr(self.client, "next_execution"):
+            engine = self.client  # a client that is its own matching engine
+        return engine
+
+    def on_tick(self, instrument_id: str, price_ticks: int, ts_ns: int) -> None:
+        """The last tick seen of an instrument (called by the runner before each bar it publishes
+        and at the end of each batch)."""
+        self.cache.on_tick(instrument_id, price_ticks, ts_ns)
+        risk = self.risks.get(instrument_id)
+        if risk is not None:
+            risk.on_trade_price(price_ticks, ts_ns)
+
+    def warmup(self) -> None:
+        """Compile every kernel before the session reports ready (Numba caches them on disk)."""
+        bars_mod.warmup()
+        for risk in self.risks.values():
+            risk.warmup()
+        for obj in (self.matching, *self.matrices):
+            fn = getattr(obj, "warmup", None)
+            if fn is not None:
+                fn()
+
+    def start(self) -> None:
+        for strategy in self.strategies:
+            strategy.on_start()
+
+    def stop_strategies(self) -> None:
+        for strategy in self.strategies:
+            strategy.on_stop()
+
+
+def build_core(cfg: HimariConfig, instruments: dict[str, Instrument], clock: Any, ids: IdSource,
+               *, out_dir: Path | None, journal: Journal | None = None) -> TradingCore:
+    timer = StageTimer()
+    bus = Bus(timer=timer)
+    cache = Cache(instruments)
+
+    venue_mod = plugins.venue_module(cfg)
+    client = venue_mod.build(plugins.venue_config(cfg), instruments, clock=clock)
+    om = OrderManager(bus, clock, ids, instruments, client, journal=journal)
+    # The order manager writes orders and positions; the cache is where everyone reads them.
+    cache.orders = om.orders
+    cache.positions = om.positions
+
+    risks = {inst_id: RiskEngine(cfg.risk, inst, ids) for inst_id, inst in instruments.items()}
+    first = next(iter(instruments))
+    RiskGate(bus, risks[first], om, timer).attach()
+
+    strategy_mod = plugins.strategy_module(cfg)
+    strategy_cfg = plugins.strategy_config(cfg)
+    strategies = []
+    for inst_id, inst in instruments.items():
+        sid = strategy_mod.__name__.rsplit(".", 1)[-1] if cfg.strategy.name not in plugins.STRATEGIES \
+            else cfg.strategy.name
+        if len(instruments) > 1:
+            sid = f"{sid}.{inst_id}"
+        strategies.append(strategy_mod.build(strategy_cfg, instrument=inst, bus=bus, clock=clock,
+                                             ids=ids, cache=cache, strategy_id=sid))
+
+    specs = list(dict.fromkeys(list(strategies[0].subscriptions)
+                               + ([MATRIX_BAR_SPEC] if cfg.matrices.enabled else [])))
+    try:
+        builders = {inst_id: [BarBuilder(BarSpec.parse(s), inst_id, ids) for s in specs]
+                    for inst_id in instruments}
+    except BarSpecError as exc:
+        raise ConfigError("strategy.params.bar_spec", specs, str(exc)) from None
+
+    portfolio = Portfolio(bus, cache, starting_cash=cfg.account.starting_cash,
+                          currency=cfg.account.currency, fx_rates=dict(cfg.account.fx_rates),
+                          curve_spec=specs[0], risk_for=risks.get)
+
+    matrices = []
+    if cfg.matrices.enabled:
+        from himari.daemon.matrices.stage import MatrixStage
+
+        for inst in instruments.values():
+            matrices.append(MatrixStage(bus, ids, inst, cfg.matrices.tactical,
+                                        cfg.matrices.strategic, plugins.synergy_detector(cfg, ids)))
+
+    core = TradingCore(cfg, instruments, bus, clock, ids, timer, cache, client, om, risks,
+                       portfolio, strategies, builders, matrices, None, journal, specs[0])
+    bus.subscribe(Fill, core.fills.append, name="report.fills", order=200)
+    if cfg.report.decision_log and out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        core.recorder = DecisionRecorder(bus, out_dir / "decisions.jsonl")
+    return core

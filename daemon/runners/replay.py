@@ -1,0 +1,174 @@
+"""The replay runner: event time, big batches, kernels run to the next event.
+
+`run_replay` builds the trading core (`engine.py`) on a `ReplayClock`, compiles every kernel,
+then feeds the source's batches to the `ReplayLoop` (`replay.py`), which publishes each bar at
+its gap so an order placed on a bar fills against the next tick. At the end of the data (or on a
+graceful stop) the strategies stop (they flatten), their closing orders fill at the last tick,
+working orders are cancelled, and the report is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from himari.daemon.clock import ReplayClock
+from himari.daemon.config import HimariConfig
+from himari.daemon.engine import TradingCore, build_core
+from himari.daemon.events import TickBatch
+from himari.daemon.feeds.pacing import paced
+from himari.daemon.ids import IdSource
+from himari.daemon.orders.journal import Journal
+from himari.daemon.replay import ReplayLoop
+from himari.daemon.sources import ReplaySource, open_source
+
+log = structlog.get_logger("himari.replay")
+
+
+class ReplaySession:
+    """A replay: the source, the core and the loop (what the report reads)."""
+
+    def __init__(self, cfg: HimariConfig, source: ReplaySource, core: TradingCore,
+                 loop: ReplayLoop) -> None:
+        self.cfg = cfg
+        self.source = source
+        self.core = core
+        self.loop = loop
+
+    # The report's view (one instrument in most sessions: the first stands for it).
+    @property
+    def instrument(self) -> Any:
+        return self.source.instrument
+
+    @property
+    def strategy(self) -> Any:
+        return self.core.strategies[0]
+
+    @property
+    def risk(self) -> Any:
+        return next(iter(self.core.risks.values()))
+
+    @property
+    def matrices(self) -> Any:
+        return self.core.matrices[0] if self.core.matrices else None
+
+    def __getattr__(self, name: str) -> Any:  # bus, om, timer, fills, journal, recorder, ...
+        return getattr(self.core, name)
+
+
+def build_session(cfg: HimariConfig, data_paths: list[str], out_dir: Path, *,
+                  ids: IdSource | None = None, journal_path: Path | None = None) -> ReplaySession:
+    source = open_source(cfg, data_paths)
+    clock = ReplayClock()
+    ids = ids or IdSource("R")
+    journal = None
+    if cfg.report.journal:
+        if journal_path is None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            journal_path = out_dir / "journal.jsonl"
+            journal_path.unlink(missing_ok=True)  # a replay's journal starts empty
+        journal = Journal(journal_path, fsync=cfg.report.journal_fsync)
+    core = build_core(cfg, source.instruments, clock, ids, out_dir=out_dir, journal=journal)
+    loop = ReplayLoop(core.bus, clock, core.builders, core.matching, core.timer,
+                      on_tick=core.on_tick)
+    core.start()
+    return ReplaySession(cfg, source, core, loop)
+
+
+def warmup(session: ReplaySession) -> None:
+    session.core.warmup()
+    session.source.warmup()
+
+
+class _Progress:
+    """Progress lines on stderr, at most one a second (wall time is for the human only), for
+    replays of unknown length or of at least `LONG_REPLAY_TICKS`."""
+
+    LONG_REPLAY_TICKS = 2_000_000
+
+    def __init__(self, enabled: bool, total: int | None) -> None:
+        self.enabled = enabled and (total is None or total >= self.LONG_REPLAY_TICKS)
+        self.total = total
+        self._t0 = time.monotonic()
+        self._last = self._t0
+
+    def update(self, ticks: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self._last < 1.0:
+            return
+        self._last = now
+        rate = ticks / max(now - self._t0, 1e-9)
+        pct = f" ({100 * ticks / self.total:.0f}%)" if self.total else ""
+        print(f"replay: {ticks:,} ticks{pct}, {rate:,.0f} ticks/s", file=sys.stderr, flush=True)
+
+
+async def _batches(source: ReplaySource, speed: float) -> AsyncIterator[TickBatch]:
+    it: Iterator[TickBatch] = source.batches()
+    async for batch in paced(it, speed):
+        yield batch
+
+
+async def run_replay(cfg: HimariConfig, data_paths: list[str], out_dir: Path,
+                     on_ready: Any = None, *, ids: IdSource | None = None,
+                     journal_path: Path | None = None) -> dict[str, Any]:
+    from himari.daemon.report.build import build_report, write_artifacts, write_json_report
+
+    t_start = time.perf_counter()
+    session = build_session(cfg, data_paths, out_dir, ids=ids, journal_path=journal_path)
+    core = session.core
+    warmup(session)
+    t_ready = time.perf_counter()
+    log.info("ready", instruments=list(core.instruments), inputs=session.source.describe(),
+             bar_specs=[b.spec.text for b in session.loop.builders],
+             warmup_s=round(t_ready - t_start, 3))
+    if on_ready is not None:
+        on_ready()
+
+    recorder_task = (asyncio.create_task(core.recorder.run(), name="decision-recorder")
+                     if core.recorder else None)
+    progress = _Progress(cfg.replay.progress, session.source.expected_ticks())
+    t_loop = time.perf_counter()
+    stopped_early = False
+    try:
+        try:
+            async for batch in _batches(session.source, cfg.replay.speed):
+                session.loop.process(batch)  # synchronous: a stop lands between batches
+                progress.update(session.loop.ticks)
+                await asyncio.sleep(0)  # let the slow path run between batches
+        except asyncio.CancelledError:
+            # A graceful stop (SIGTERM/SIGINT/SIGHUP): end the session as at the end of the data,
+            # so the strategy flattens, working orders are cancelled and the report is written.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            stopped_early = True
+            log.warning("replay_stopped_early", ticks=session.loop.ticks)
+        session.loop.finish()
+        core.stop_strategies()
+        session.loop.flush_venue()
+        core.om.cancel_all()
+        t_end_loop = time.perf_counter()
+        for inst_id, batch in session.loop.last_batches.items():
+            core.cache.positions.mark(inst_id, int(batch.price[-1]))
+        if session.loop.last_batches:
+            core.portfolio.mark_equity(core.clock.now_ns(), notify_risk=False)
+    finally:
+        if core.recorder is not None and recorder_task is not None:
+            await core.recorder.close(recorder_task)
+        if core.journal is not None:
+            core.journal.close()
+    files = write_artifacts(session, out_dir)
+    t_written = time.perf_counter()
+    report = build_report(session, files, startup_seconds=t_ready - t_start,
+                          loop_seconds=t_end_loop - t_loop, replay_seconds=t_written - t_loop)
+    report["stopped_early"] = stopped_early
+    write_json_report(out_dir, report)
+    return report
