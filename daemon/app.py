@@ -2,15 +2,44 @@
 
 - `daemon.mode = "replay"` (and `himari replay`): the replay runner (`runners/replay.py`) on event
   time over recorded or synthetic ticks.
-- `daemon.mode = "paper"` with the simulated execution client: the live runner
+- `daemon.mode = "paper"` with the simulated exchange (`venue.name = "sim"`): the live runner
   (`runners/live.py`) on the wall clock, fed by a paced data client (paper-sim).
-The trading core both drive is built in one place, `engine.py`.
+- paper or live against a remote broker: refused (exit 2) until the network adapters exist.
+The trading core both runners drive is built in one place, `engine.py`.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+from himari.daemon.config import HimariConfig
+from himari.daemon.configbase import ConfigError
+from himari.daemon.ids import IdSource
 from himari.daemon.runners.replay import ReplaySession, build_session, run_replay, warmup
 
 Session = ReplaySession
 
-__all__ = ["ReplaySession", "Session", "build_session", "run_replay", "warmup"]
+__all__ = ["ReplaySession", "Session", "build_session", "check_mode", "run_replay", "run_session",
+           "warmup"]
+
+
+def check_mode(cfg: HimariConfig) -> None:
+    """Refuse (exit 2) a mode this build cannot run, before anything starts."""
+    if cfg.daemon.mode == "live" or (cfg.daemon.mode == "paper" and cfg.venue.name != "sim"):
+        raise ConfigError("daemon.mode", cfg.daemon.mode,
+                          "'replay', or 'paper' with venue.name = 'sim' (paper-sim) in this "
+                          "version: the network broker adapters arrive in a later release")
+
+
+async def run_session(cfg: HimariConfig, data_paths: list[str], out_dir: Path,
+                      on_ready: Any = None, *, ids: IdSource | None = None,
+                      journal_path: Path | None = None) -> dict[str, Any]:
+    check_mode(cfg)
+    if cfg.daemon.mode == "replay":
+        return await run_replay(cfg, data_paths, out_dir, on_ready, ids=ids,
+                                journal_path=journal_path)
+    from himari.daemon.runners.live import run_live
+
+    return await run_live(cfg, out_dir, on_ready, ids=ids, journal_path=journal_path,
+                          data_paths=data_paths)

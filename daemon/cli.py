@@ -21,7 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("replay", help="replay recorded data (or the built-in synthetic stream)")
-    r.add_argument("data", nargs="*", help="CSV or Parquet files; none = built-in synthetic stream")
+    r.add_argument("data", nargs="*", help="CSV or Parquet files, ID=path to name an instrument "
+                   "(several instruments are merged in time order); none = the synthetic stream")
     r.add_argument("--config", help="TOML config file (default: the embedded defaults)")
     r.add_argument("--out", default=None, help="output directory (default: report.out_dir, 'out')")
     r.add_argument("--speed", type=float, default=None,
@@ -106,9 +107,6 @@ def _replay(args: argparse.Namespace) -> int:
             raise ConfigError("--speed", args.speed, "a number >= 0")
         cfg = msgspec.structs.replace(cfg, replay=ReplayConfig(speed=args.speed,
                                                                progress=cfg.replay.progress))
-    for path in args.data:
-        if not Path(path).is_file():
-            raise ConfigError("DATA", path, "an existing CSV or Parquet file")
     out = Path(args.out or cfg.report.out_dir)
     return _run_replay(cfg, list(args.data), out, quiet=args.quiet)
 

@@ -52,16 +52,36 @@ class ReplayClock:
 class LiveClock:
     """Wall-clock time. Timers are driven by the live runner's timer task (`run_due`); it is told
     (`on_new_timer`) when a timer earlier than the one it sleeps towards is set. `advance_to` (the
-    replay loop calls it at each event) only fires timers already due on the wall clock: live, time
-    is never moved by data."""
+    replay loop calls it at each event) only fires timers already due: live, data never moves time.
 
-    def __init__(self) -> None:
+    Paper trading on recorded or synthetic data runs the same clock sped up: after
+    `anchor(data_ns)` the clock reads `data_ns + (wall - wall_at_anchor) * speed`, so the data
+    keeps its own timestamps, bars close on its time grid, and everything is still paced by the
+    wall clock (`speed = 1` and no anchor is plain wall time)."""
+
+    def __init__(self, speed: float = 1.0, wall_ns: Callable[[], int] = time.time_ns) -> None:
+        if not speed > 0:
+            raise ValueError(f"clock speed {speed} must be > 0")
+        self.speed = speed
+        self._wall_ns = wall_ns
+        self._origin: tuple[int, int] | None = None  # (data ns, wall ns) at the anchor
         self._timers: list[tuple[int, int, TimerCallback]] = []
         self._seq = itertools.count()
         self.on_new_timer: Callable[[int], None] | None = None
 
+    def anchor(self, data_ns: int) -> None:
+        self._origin = (data_ns, self._wall_ns())
+
     def now_ns(self) -> int:
-        return time.time_ns()
+        wall = self._wall_ns()
+        if self._origin is None:
+            return wall
+        data0, wall0 = self._origin
+        return data0 + int((wall - wall0) * self.speed)
+
+    def wall_seconds_until(self, ts_ns: int) -> float:
+        """Wall seconds until the clock reads `ts_ns` (<= 0 when it already has)."""
+        return (ts_ns - self.now_ns()) / (1e9 * self.speed)
 
     def set_timer(self, ts_ns: int, callback: TimerCallback) -> None:
         heapq.heappush(self._timers, (ts_ns, next(self._seq), callback))

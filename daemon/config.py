@@ -80,6 +80,24 @@ class ReplayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         check_range("replay.speed", self.speed, 0.0, 1e9)
 
 
+class LiveConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The live runner (paper and live modes). With recorded or synthetic data (paper-sim) the
+    data is paced at `speed` times its recorded pace and stamped with the wall clock."""
+
+    speed: float = 1.0  # recorded/synthetic data only: 60 = an hour of data per wall minute
+    history_s: float = 0.0  # data seconds handed over at once to warm the matrices
+    duration_s: float = 0.0  # stop gracefully after this long (0 = until SIGTERM or data end)
+    bar_close_delay_ms: float = 100.0  # a time bar closes this long after its end without a tick
+
+    def __post_init__(self) -> None:
+        if not self.speed > 0:
+            raise ConfigError("live.speed", self.speed, "a number > 0")
+        check_range("live.speed", self.speed, 1e-6, 1e9)
+        check_range("live.history_s", self.history_s, 0.0, 366 * 86400.0)
+        check_range("live.duration_s", self.duration_s, 0.0, 10 * 366 * 86400.0)
+        check_range("live.bar_close_delay_ms", self.bar_close_delay_ms, 0.0, 60_000.0)
+
+
 class ReportConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     out_dir: str = "out"
     decision_log: bool = True  # decisions.jsonl through the slow path
@@ -133,6 +151,7 @@ class HimariConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
     venue: VenueSection = msgspec.field(default_factory=VenueSection)
     replay: ReplayConfig = msgspec.field(default_factory=ReplayConfig)
+    live: LiveConfig = msgspec.field(default_factory=LiveConfig)
     report: ReportConfig = msgspec.field(default_factory=ReportConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
 

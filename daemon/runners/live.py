@@ -1,0 +1,232 @@
+"""The live runner: the wall clock, a data client, timers; the same trading core as a replay.
+
+`run_live` builds the core (`engine.py`) on a `LiveClock`, warms every kernel, warms the feature
+matrices from the data client's history window, starts the strategies, then runs two owned tasks
+until the configured duration passes, the data ends, or SIGTERM/SIGINT/SIGHUP cancels the session:
+
+- the **feed** task hands each batch to the same `ReplayLoop` a replay uses (bars to the next
+  event, the matching engine of a simulated exchange in between), so a strategy, risk and the
+  order manager see exactly what they would see in a replay of the same ticks;
+- the **timer** task sleeps until the next due time and then (1) fires the clock's timers (the
+  simulated exchange's latency deliveries), (2) closes every time bar whose end has passed by
+  `bar_close_delay_ms` even when no tick arrived after it, and (3) at each 30-minute boundary
+  flushes the strategic matrix, so a quiet market never holds a bar or a row back.
+
+The stop is graceful: the strategies flatten, their closing market orders fill at the last tick
+seen (simulated exchange), working orders are cancelled, and the same report as a replay's is
+written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from himari.daemon.bars import BarBuilder, BarSpec
+from himari.daemon.clock import LiveClock
+from himari.daemon.config import HimariConfig
+from himari.daemon.engine import MATRIX_BAR_SPEC, TradingCore, build_core
+from himari.daemon.feeds.client import PacedDataClient
+from himari.daemon.ids import IdSource
+from himari.daemon.orders.journal import Journal
+from himari.daemon.replay import ReplayLoop
+from himari.daemon.runners.replay import ReplaySession
+from himari.daemon.sources import open_source
+
+log = structlog.get_logger("himari.live")
+
+STRATEGIC_FLUSH_NS = 30 * 60 * 1_000_000_000
+
+
+class LiveRunner:
+    def __init__(self, cfg: HimariConfig, core: TradingCore, data: Any, loop: ReplayLoop) -> None:
+        self.cfg = cfg
+        self.core = core
+        self.data = data
+        self.loop = loop
+        self.clock: LiveClock = core.clock
+        self.delay_ns = int(cfg.live.bar_close_delay_ms * 1_000_000)
+        self._wake = asyncio.Event()
+        self.clock.on_new_timer = lambda _ts: self._wake.set()
+        self.bars_closed_by_timer = 0
+        self.strategic_flushes = 0
+        self._next_flush_ns = 0
+        self.data_ended = False
+
+    # ---- warm-up from history
+
+    def warm_matrices(self) -> int:
+        """Build 5-minute bars from the history window and run them through the matrices
+        without publishing (the MLMI neighbour store and every rolling state warm up)."""
+        if not self.core.matrices:
+            return 0
+        ids = IdSource("H")
+        builders = {i: BarBuilder(BarSpec.parse(MATRIX_BAR_SPEC), i, ids) for i in self.core.instruments}
+        bars: dict[str, list[Any]] = {i: [] for i in builders}
+        for batch in self.data.history():
+            b = builders[batch.instrument_id]
+            b.start_batch(batch)
+            while b.pending_gap >= 0:
+                bar = b.take_bar()
+                if bar is not None:
+                    bars[batch.instrument_id].append(bar)
+        used = 0
+        for stage in self.core.matrices:
+            used += stage.prewarm(bars[stage.instrument.id])
+        return used
+
+    # ---- tasks
+
+    async def feed(self) -> None:
+        async for batch in self.data.stream():
+            self.loop.process(batch)
+            self.on_timers()  # a batch may have made something due (or set an earlier timer)
+        self.data_ended = True
+
+    def _next_due_ns(self) -> int | None:
+        due = [t for t in (self.clock.next_timer_ns(),) if t is not None]
+        for b in self.loop.builders:
+            end = b.open_bar_close_ns
+            if end is not None:
+                due.append(end + self.delay_ns)
+        if self.core.matrices:
+            due.append(self._next_flush_ns)
+        return min(due) if due else None
+
+    def on_timers(self) -> None:
+        now = self.clock.now_ns()
+        self.clock.run_due()
+        ready = now - self.delay_ns
+        for b in self.loop.builders:
+            bar = b.close_due(ready)
+            if bar is not None:
+                self.bars_closed_by_timer += 1
+                self.core.bus.publish(bar)
+        if self.core.matrices and now >= self._next_flush_ns:
+            boundary = (now // STRATEGIC_FLUSH_NS) * STRATEGIC_FLUSH_NS
+            for stage in self.core.matrices:
+                stage.flush(boundary)
+            self.strategic_flushes += 1
+            self._next_flush_ns = boundary + STRATEGIC_FLUSH_NS + self.delay_ns
+
+    async def drain_timers(self, max_wait_s: float = 2.0) -> None:
+        """At a stop: let deliveries already scheduled (a simulated exchange's acknowledgement
+        and fill latency) arrive, waiting at most `max_wait_s`."""
+        deadline = self.clock.now_ns() + int(max_wait_s * 1e9 * self.clock.speed)
+        while True:
+            self.clock.run_due()
+            due = self.clock.next_timer_ns()
+            if due is None or due > deadline:
+                return
+            await asyncio.sleep(max(0.0, self.clock.wall_seconds_until(due)))
+
+    async def timers(self) -> None:
+        now = self.clock.now_ns()
+        self._next_flush_ns = (now // STRATEGIC_FLUSH_NS + 1) * STRATEGIC_FLUSH_NS + self.delay_ns
+        while True:
+            self._wake.clear()
+            due = self._next_due_ns()
+            timeout = None if due is None else max(0.0, self.clock.wall_seconds_until(due))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self.on_timers()
+
+
+async def run_live(cfg: HimariConfig, out_dir: Path, on_ready: Any = None, *,
+                   ids: IdSource | None = None, journal_path: Path | None = None,
+                   data_paths: list[str] | None = None) -> dict[str, Any]:
+    from himari.daemon.report.build import build_report, write_artifacts, write_json_report
+
+    t_start = time.perf_counter()
+    source = open_source(cfg, list(data_paths or []))
+    clock = LiveClock(speed=cfg.live.speed)
+    ids = ids or IdSource(f"P{time.time_ns() // 1_000_000:x}")
+    journal = None
+    if cfg.report.journal:
+        if journal_path is None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            journal_path = out_dir / "journal.jsonl"
+        journal = Journal(journal_path, fsync=cfg.report.journal_fsync)
+    core = build_core(cfg, source.instruments, clock, ids, out_dir=out_dir, journal=journal)
+    data = PacedDataClient(source, clock, history_s=cfg.live.history_s)
+    loop = ReplayLoop(core.bus, clock, core.builders, core.matching, core.timer,
+                      on_tick=core.on_tick)
+    runner = LiveRunner(cfg, core, data, loop)
+    session = ReplaySession(cfg, source, core, loop)
+    core.warmup()
+    source.warmup()
+    await data.connect()
+    for inst_id in core.instruments:
+        data.subscribe(inst_id, ("trades", "quotes"))
+    warmed = runner.warm_matrices()
+    core.start()
+    t_ready = time.perf_counter()
+    log.info("ready", mode=cfg.daemon.mode, instruments=list(core.instruments),
+             history_ticks=data.history_ticks, matrix_bars_prewarmed=warmed,
+             speed=cfg.live.speed, duration_s=cfg.live.duration_s)
+    if on_ready is not None:
+        on_ready()
+
+    tasks: list[asyncio.Task[Any]] = []
+    recorder_task = (asyncio.create_task(core.recorder.run(), name="decision-recorder")
+                     if core.recorder else None)
+    stopped_by = "data_end"
+    t_loop = time.perf_counter()
+    try:
+        feed_task = asyncio.create_task(runner.feed(), name="live-feed")
+        timer_task = asyncio.create_task(runner.timers(), name="live-timers")
+        tasks = [feed_task, timer_task]
+        duration = cfg.live.duration_s if cfg.live.duration_s > 0 else None
+        try:
+            done, _ = await asyncio.wait({feed_task}, timeout=duration)
+            if not done:
+                stopped_by = "duration"
+            elif feed_task.exception() is not None:
+                raise feed_task.exception()  # type: ignore[misc]
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            stopped_by = "signal"
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        log.warning("live_stopping", stopped_by=stopped_by, ticks=loop.ticks)
+        loop.finish()
+        core.stop_strategies()
+        loop.flush_venue()
+        await runner.drain_timers()
+        core.om.cancel_all()
+        await runner.drain_timers()
+        t_end_loop = time.perf_counter()
+        for inst_id, batch in loop.last_batches.items():
+            core.cache.positions.mark(inst_id, int(batch.price[-1]))
+        core.portfolio.mark_equity(clock.now_ns(), notify_risk=False)
+        await data.close()
+    finally:
+        for t in tasks:
+            t.cancel()
+        if core.recorder is not None and recorder_task is not None:
+            await core.recorder.close(recorder_task)
+        if core.journal is not None:
+            core.journal.close()
+    files = write_artifacts(session, out_dir)
+    t_written = time.perf_counter()
+    report = build_report(session, files, startup_seconds=t_ready - t_start,
+                          loop_seconds=t_end_loop - t_loop, replay_seconds=t_written - t_loop)
+    report["mode"] = cfg.daemon.mode
+    report["stopped_by"] = stopped_by
+    report["stopped_early"] = stopped_by == "signal"
+    report["live"] = {"bars_closed_by_timer": runner.bars_closed_by_timer,
+                      "strategic_flushes": runner.strategic_flushes,
+                      "history_ticks": data.history_ticks, "matrix_bars_prewarmed": warmed,
+                      "speed": cfg.live.speed}
+    write_json_report(out_dir, report)
+    return report
