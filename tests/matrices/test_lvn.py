@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from himari.daemon.configbase import ConfigError
-from himari.daemon.matrices.lvn import (ProfileConfig, ProfileOutput, VolumeProfileState,
-                                         bin_moments, compute_profile, find_lvn, np_sum,
-                                         profile_stats, profile_volume, warmup)
+from himari.daemon.matrices.lvn import (SD_FLOOR_BINS, ProfileConfig, ProfileOutput,
+                                         VolumeProfileState, bin_moments, compute_profile, find_lvn,
+                                         np_sum, profile_stats, profile_volume, warmup)
 
 warmup()
 
@@ -149,10 +149,14 @@ def assert_skew_close(got: float, want: float, vols: np.ndarray) -> None:
     kernel's `math.pow` (and `sd ** 3` likewise). The terms `v dev^3` largely cancel, so the error is
     relative to the skew's scale `sum(v |dev|^3) / (sum(v) sd^3)`, not to the skew itself."""
     total = float(vols.sum())
-    k = np.arange(len(vols), dtype=np.float64)
-    mu = float((vols * k).sum()) / total if total > 0 else 0.0
-    sd = math.sqrt(float((vols * (k - mu) * (k - mu)).sum()) / total) if total > 0 else 0.0
-    scale = float((vols * np.abs(k - mu) ** 3).sum()) / (total * sd ** 3) if sd > 0 else 0.0
+    scale = 0.0  # no spread (or below the kernel's floor): both are exactly 0
+    if total > 0:
+        p = vols / total
+        k = np.arange(len(vols), dtype=np.float64)
+        mu = float((p * k).sum())
+        sd = math.sqrt(float((p * (k - mu) ** 2).sum()))
+        if sd >= SD_FLOOR_BINS:
+            scale = float((p * np.abs(k - mu) ** 3).sum()) / sd ** 3
     assert got == pytest.approx(want, rel=SKEW_RTOL, abs=SKEW_RTOL * scale), (got, want, scale)
 
 
