@@ -6,12 +6,21 @@
 
 | type | fires when | d | strength q | activation |
 | --- | --- | --- | --- | --- |
-| mlmi | strategic `mlmi_signal != 0` | mlmi_signal | `min(1, abs(mlmi_value))` | `q >= mlmi_min` |
+| mlmi | strategic `mlmi_signal != 0` | mlmi_signal | `min(1, abs(mlmi_value))` | `q > 0` and `q >= mlmi_min` |
 | nwrqk | strategic `nwrqk_change != 0` | nwrqk_change | `min(1, abs(s)/nwrqk_strength_scale_pct)` | `abs(s) >= nwrqk_min_slope_pct` |
 | fvg | tactical mitigation of exactly one side | +1 bull, -1 bear | `min(1, g/fvg_strength_scale_pct)` | `g >= fvg_min_gap_pct` |
 
 with `s = nwrqk_slope_pct` and `g = 100 size / C_t` (largest gap mitigated on that side, tactical close).
-A signal's value is mlmi_value, nwrqk_y or the gap level; its time is its matrix's `ts_ns`.
+A signal's value is mlmi_value, nwrqk_y or the gap level; its time is its matrix's `ts_ns`. An MLMI
+vote of exactly 0 (`mlmi_value = 0`: as many up as down neighbours, or an empty store) points nowhere,
+so it is no signal whatever `mlmi_min` is.
+
+Readiness (spec 2.4, 3.6, 5.6): no consumer decides on a matrix that is not `ready`. A strategic
+matrix that is not ready gives no signals and is never used as the event's context (counted in
+`unready_strategic`); a tactical one that is not ready gives no FVG signal (`unready_tactical`). A
+pattern completed while the inputs are not ready (tactical and latest strategic matrix ready, the
+strategic `volatility_30_valid`) is discarded (`discarded_unready`), so the placeholder
+`volatility_30 = 1.0` of a young or broken window never reaches an event.
 
 Sequence state machine, `slots(a, b) = (b - a) / bar_seconds` (5-minute slots by the clock, gaps
 included); for each signal S: (1) expire the sequence if `slots(ts_start, S.ts) > window_bars`;
@@ -90,9 +99,16 @@ def _sign(x: float) -> int:
     return 1 if x > 0 else (-1 if x < 0 else 0)
 
 
+def _inputs_ready(tactical: FeatureMatrix, strategic: FeatureMatrix) -> bool:
+    """Both matrices an event points to are ready and its volatility is a real value."""
+    return (tactical.ready and strategic.ready
+            and strategic.context.get("volatility_30_valid", 0.0) > 0.0)
+
+
 class SynergyDetector:
-    """Counters: emitted, discarded_in_cooldown, expired, direction_conflicts, ignored_fvg_start,
-    ignored_duplicate, and `signals` per type."""
+    """Counters: emitted, discarded_in_cooldown, discarded_unready, expired, direction_conflicts,
+    ignored_fvg_start, ignored_duplicate, ignored_zero_mlmi, unready_tactical, unready_strategic, and
+    `signals` per type."""
 
     def __init__(self, cfg: SynergyConfig, ids: IdSource) -> None:
         self.cfg = cfg
@@ -100,10 +116,15 @@ class SynergyDetector:
         self._bar_ns = cfg.bar_seconds * 1_000_000_000
         self._seq: list[Signal] = []
         self._ts_last_emit: int | None = None
-        self._strategic: FeatureMatrix | None = None
+        self._strategic: FeatureMatrix | None = None  # the latest READY strategic matrix
+        self._seen_strategic_id: str | None = None
         self._pending: list[Signal] = []  # strategic signals not yet evaluated
         self.emitted = 0
         self.discarded_in_cooldown = 0
+        self.discarded_unready = 0
+        self.ignored_zero_mlmi = 0
+        self.unready_tactical = 0
+        self.unready_strategic = 0
         self.expired = 0
         self.direction_conflicts = 0
         self.ignored_fvg_start = 0
@@ -130,9 +151,12 @@ class SynergyDetector:
         if strategic is not None:
             self.observe_strategic(strategic)
         signals, self._pending = self._pending, []
-        fvg = self._fvg_signal(tactical)
-        if fvg is not None:
-            signals.append(fvg)
+        if tactical.ready:
+            fvg = self._fvg_signal(tactical)
+            if fvg is not None:
+                signals.append(fvg)
+        else:
+            self.unready_tactical += 1
 
         events: list[SynergyDetected] = []
         for s in signals:
@@ -146,8 +170,14 @@ class SynergyDetector:
         """Take a strategic matrix's signals; they are handled at the next `evaluate`, before that
         call's own signals. For a 30-minute bar closed by the clock or by a gap (no 5-minute bar
         completes it), so that no strategic signal is lost and evaluation stays once per 5-minute bar.
-        A matrix already seen (same event_id) adds nothing."""
-        if self._strategic is not None and strategic.event_id == self._strategic.event_id:
+        A matrix already seen (same event_id) adds nothing; one that is not ready adds nothing and
+        leaves no context behind (a later event needs a ready strategic matrix again)."""
+        if strategic.event_id == self._seen_strategic_id:
+            return
+        self._seen_strategic_id = strategic.event_id
+        if not strategic.ready:
+            self.unready_strategic += 1
+            self._strategic = None
             return
         self._strategic = strategic
         self._pending.extend(self._strategic_signals(strategic))
@@ -160,7 +190,9 @@ class SynergyDetector:
         if d:
             value = float(ctx.get("mlmi_value", 0.0))
             q = min(1.0, abs(value))
-            if math.isfinite(value) and q >= cfg.mlmi_min:
+            if value == 0.0:  # a zero vote has no direction: never a signal, even with mlmi_min 0
+                self.ignored_zero_mlmi += 1
+            elif math.isfinite(value) and q >= cfg.mlmi_min:
                 out.append(Signal(MLMI, d, value, q, m.ts_ns))
         d = _sign(ctx.get("nwrqk_change", 0.0))
         if d:
@@ -212,24 +244,27 @@ class SynergyDetector:
         if len(self._seq) < 3:
             return None
         seq, self._seq = self._seq, []
+        strat = self._strategic
+        if strat is None or not _inputs_ready(tactical, strat):
+            self.discarded_unready += 1
+            return None
         if (self._ts_last_emit is not None
                 and s.ts_ns - self._ts_last_emit < cfg.cooldown_bars * self._bar_ns):
             self.discarded_in_cooldown += 1
             return None
         self._ts_last_emit = s.ts_ns
         self.emitted += 1
-        return self._event(seq, tactical)
+        return self._event(seq, tactical, strat)
 
-    def _event(self, seq: list[Signal], tactical: FeatureMatrix) -> SynergyDetected:
+    def _event(self, seq: list[Signal], tactical: FeatureMatrix,
+               strat: FeatureMatrix) -> SynergyDetected:
         order = (seq[0].type, seq[1].type, seq[2].type)
         bars = self.slots(seq[0].ts_ns, seq[-1].ts_ns) + 1.0
-        strat = self._strategic
-        sctx = strat.context if strat is not None else {}
+        sctx, tctx = strat.context, tactical.context
         lvn: dict[str, float] | None = None
         if sctx.get("lvn_present", 0.0) > 0:
-            lvn = {"price": float(sctx.get("lvn_price", 0.0)),
-                   "strength": float(sctx.get("lvn_strength", 0.0)),
-                   "distance_pct": float(sctx.get("lvn_distance_pct", 0.0))}
+            lvn = {"price": float(sctx["lvn_price"]), "strength": float(sctx["lvn_strength"]),
+                   "distance_pct": float(sctx["lvn_distance_pct"])}
         return SynergyDetected(
             event_id=self.ids.next("SY"),
             ts_ns=tactical.ts_ns,
@@ -243,13 +278,13 @@ class SynergyDetector:
                 "bars_to_complete": int(bars) if bars.is_integer() else bars,
                 "signal_strengths": {x.type: x.strength for x in seq},
             },
-            market_context={
-                "current_price": float(tactical.context.get("close", 0.0)),
-                "volatility_30": float(sctx.get("volatility_30", 1.0)),
-                "volatility_30_pct": float(sctx.get("volatility_30_pct", 0.0)),
-                "volume_ratio": float(tactical.context.get("volume_ratio", 1.0)),
+            market_context={  # no defaults: a missing value must fail loudly, not read as 1.0
+                "current_price": float(tctx["close"]),
+                "volatility_30": float(sctx["volatility_30"]),
+                "volatility_30_pct": float(sctx["volatility_30_pct"]),
+                "volume_ratio": float(tctx["volume_ratio"]),
                 "nearest_lvn": lvn,
             },
             tactical_matrix_id=tactical.event_id,
-            strategic_matrix_id=strat.event_id if strat is not None else "",
+            strategic_matrix_id=strat.event_id,
         )

@@ -24,8 +24,10 @@ Zero volume everywhere gives no LVN (`v_k < 0.7 * 0` never holds) and skew 0. Th
 bins overlaps per bar) is the numba kernel `profile_volume`. `compute_profile` (with `find_lvn`,
 `bin_moments`) is the plain reference; the rolling state keeps H, L, V twice in rings of 2 x window
 (the last `window` bars are one slice) and runs all of steps 1-6 in the kernel `profile_stats`, the
-same arithmetic in the same order (numpy's pairwise summation replayed by `np_sum`), so its output
-equals `compute_profile`'s bit for bit.
+same arithmetic in the same order (numpy's pairwise summation replayed by `np_sum`). Its output equals
+`compute_profile`'s bit for bit except the skew: the reference's `dev ** 3` is numpy's `power`, which
+on some CPUs (AVX-512) takes a SIMD path one ulp away from the kernel's `math.pow`, so the skew agrees
+to round-off (about 1e-15 of its scale), not bit for bit.
 """
 
 from __future__ import annotations

@@ -12,9 +12,19 @@ instrument are used. Per bar, in the order spec features.md 1.5 and 4.1 require 
 The bus dispatches depth first, so every consumer of step 1 has run before step 2 starts.
 
 A bar that is not strictly later than the previous one is dropped and counted (`out_of_order`):
-rows are point-in-time and never revised. `prewarm` feeds history through the same code without
-publishing (spec 2.4: pre-warm on start). `flush(now_ns)` is for a live clock timer at each 30-minute
+rows are point-in-time and never revised. `flush(now_ns)` is for a live clock timer at each 30-minute
 boundary (plus the bar close delay), so a 30-minute row is not held back by a quiet last slot.
+
+Warm-up from history (spec 2.4, 3.6: pre-warm on start). The runner, before trading starts, calls
+`prewarm(bars)` with at least `bars_needed()` closed 5-minute bars of recent history, oldest first,
+then checks `ready`. History goes through the same assemblers as live bars (every rolling state:
+FVG trackers, EMAs, ATR, the 30-minute aggregation, MLMI's RSIs, MAs and neighbour store, NW-RQK,
+the volume profile, MMD and volatility windows), publishes nothing and never reaches the synergy
+detector: signals and synergies from history are not live decisions, so the detector starts empty.
+A 30-minute bar still open at the end of the history is completed by the live bars.
+The MLMI neighbour store fills with MA-cross events (a few per day): `stats()["mlmi_store"]` reports
+its size against `k`; MLMI is local only once it holds `k` entries (spec 3.1), which takes more
+history than matrix readiness, so feed as much history as is at hand.
 """
 
 from __future__ import annotations
@@ -42,14 +52,21 @@ class SynergyLike(Protocol):
 
 
 class StrategicLike(Protocol):
+    ready_from: int  # bar index of the first ready matrix
+
     def on_bar(self, bar5m: Bar) -> FeatureMatrix | None: ...
 
     def flush(self, now_ns: int) -> FeatureMatrix | None: ...
 
 
+BARS_PER_30M = 6
+
+
 class MatrixStage:
-    """Counters: bars, foreign_instrument, out_of_order, tactical_published, strategic_published,
-    synergies. `strategic` may be injected (tests); by default a `StrategicAssembler` is built."""
+    """Counters: bars, prewarm_bars, foreign_instrument, out_of_order, tactical_published,
+    strategic_published, synergies. `strategic` may be injected (tests); by default a
+    `StrategicAssembler` is built. `last_tactical` / `last_strategic` are the newest matrices built
+    (history included), published or not."""
 
     def __init__(self, bus: Bus, ids: IdSource, instrument: Instrument,
                  tactical_cfg: TacticalConfig, strategic_cfg: StrategicConfig,
@@ -62,7 +79,10 @@ class MatrixStage:
             strategic if strategic is not None else StrategicAssembler(strategic_cfg, instrument, ids))
         self.synergy = synergy
         self._last_ts: int | None = None
+        self.last_tactical: FeatureMatrix | None = None
+        self.last_strategic: FeatureMatrix | None = None
         self.bars = 0
+        self.prewarm_bars = 0
         self.foreign_instrument = 0
         self.out_of_order = 0
         self.tactical_published = 0
@@ -80,15 +100,46 @@ class MatrixStage:
         strategic.warmup()
 
     def stats(self) -> dict[str, int]:
-        return {"bars_5m": self.bars, "tactical_published": self.tactical_published,
-                "strategic_published": self.strategic_published, "synergies": self.synergies,
-                "out_of_order": self.out_of_order, "foreign_instrument": self.foreign_instrument}
+        out = {"bars_5m": self.bars, "prewarm_bars": self.prewarm_bars,
+               "tactical_published": self.tactical_published,
+               "strategic_published": self.strategic_published, "synergies": self.synergies,
+               "out_of_order": self.out_of_order, "foreign_instrument": self.foreign_instrument,
+               "ready": int(self.ready)}
+        if isinstance(self.strategic, StrategicAssembler):
+            out["mlmi_store"] = self.strategic.mlmi_store_entries
+            out["mlmi_k"] = self.strategic.cfg.mlmi.k
+        return out
+
+    @property
+    def ready(self) -> bool:
+        """The newest tactical and strategic matrices are both ready (spec 2.4, 3.6): a consumer
+        of the next bar's matrices decides on full windows. False before any strategic matrix."""
+        t, s = self.last_tactical, self.last_strategic
+        return t is not None and t.ready and s is not None and s.ready
+
+    def bars_needed(self) -> int:
+        """Closed 5-minute bars of history after which `prewarm` leaves the stage `ready`, in the
+        worst case: enough for the tactical matrix, and 6 per 30-minute bar the strategic matrix
+        needs plus 5 for a first 30-minute bar that history opens late (spec 1.3 drops it).
+        Gaps only lower the need (a 30-minute bar takes at most 6 five-minute bars)."""
+        tactical = self.tactical.ready_from + 1
+        strategic = (self.strategic.ready_from + 1) * BARS_PER_30M + BARS_PER_30M - 1
+        return max(tactical, strategic)
 
     def prewarm(self, bars: Iterable[Bar]) -> int:
-        """Run history through the assemblers and detector without publishing; returns bars used."""
+        """Run history (closed 5-minute bars of this instrument, oldest first) through the
+        assemblers without publishing and without the synergy detector; returns the bars used (other
+        specs, instruments and out-of-order bars are skipped and counted as on the live path).
+        Call it before the first live bar: rows are point-in-time, history cannot follow them."""
+        if self.bars > self.prewarm_bars:
+            raise RuntimeError(
+                f"MatrixStage.prewarm after {self.bars - self.prewarm_bars} live bars: "
+                "warm up from history before trading starts")
         used = 0
         for bar in bars:
-            used += self._process(bar, publish=False)
+            if self._process(bar, publish=False):
+                used += 1
+        self.prewarm_bars += used
         return used
 
     def _process(self, bar: Bar, *, publish: bool) -> bool:
@@ -106,19 +157,20 @@ class MatrixStage:
         # A 30-minute bar whose last 5-minute slot had no ticks ended before this bar opened: close
         # it first, so it is published in time order and its signals are not lost.
         self._flush(bar.ts_open, publish)
-        tactical = self.tactical.on_bar(bar)
+        tactical = self.last_tactical = self.tactical.on_bar(bar)
         if publish:
             self.tactical_published += 1
             self.bus.publish(tactical)
         strategic = self.strategic.on_bar(bar)
-        if strategic is not None and publish:
-            self.strategic_published += 1
-            self.bus.publish(strategic)
-        if self.synergy is not None:
+        if strategic is not None:
+            self.last_strategic = strategic
+            if publish:
+                self.strategic_published += 1
+                self.bus.publish(strategic)
+        if self.synergy is not None and publish:  # history is no decision: see the docstring
             for synergy in self.synergy.evaluate_all(tactical, strategic):
-                if publish:
-                    self.synergies += 1
-                    self.bus.publish(synergy)
+                self.synergies += 1
+                self.bus.publish(synergy)
         return True
 
     def flush(self, now_ns: int) -> None:
@@ -130,8 +182,10 @@ class MatrixStage:
         strategic = self.strategic.flush(now_ns)
         if strategic is None:
             return
-        if publish:
-            self.strategic_published += 1
-            self.bus.publish(strategic)
+        self.last_strategic = strategic
+        if not publish:
+            return
+        self.strategic_published += 1
+        self.bus.publish(strategic)
         if self.synergy is not None:
             self.synergy.observe_strategic(strategic)

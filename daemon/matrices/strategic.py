@@ -43,9 +43,10 @@ Data quality (spec 5): arithmetic in float64; a non-finite valid cell is replace
 neutral value and counted per column in `nonfinite_counts`; a final clip to the table range guards
 rounding. `context` carries, all finite: close, bar_index, mlmi_value, mlmi_signal, nwrqk_y,
 nwrqk_slope_pct, nwrqk_change (+1 bullish / -1 bearish direction change, 0 none), volatility_30
-(v_rel; 1 until valid), volatility_30_pct (v30; 0 until valid), lvn_present, lvn_price, lvn_strength,
-lvn_distance_pct (0 when there is no LVN). Values not yet valid are 0; a non-finite context value is
-replaced the same way and counted in `context_nonfinite`.
+(v_rel; 1 until valid), volatility_30_pct (v30; 0 until valid), volatility_30_valid (1 when v_rel is
+valid and finite, else 0: the 1.0 above is then a placeholder no consumer may use), lvn_present,
+lvn_price, lvn_strength, lvn_distance_pct (0 when there is no LVN). Values not yet valid are 0; a
+non-finite context value is replaced the same way and counted in `context_nonfinite`.
 
 Cost: the numba kernel `finish_row` applies validity, substitution and clipping and writes the row
 into a float32 ring of 2 x rows (each row at slots i and i + rows), so the published matrix is one
@@ -84,8 +85,8 @@ NEUTRAL[4] = 1.0
 _LO = np.array([-1.0, -1.0, -1.0, -1.0, 0.0, 0.0, 0.0, 0.0, -1.0, -1.0, 0.0, -1.0, -1.0])
 _HI = np.array([1.0] * 10 + [math.sqrt(2.0), 1.0, 1.0])
 CONTEXT_KEYS = ("close", "bar_index", "mlmi_value", "mlmi_signal", "nwrqk_y", "nwrqk_slope_pct",
-                "nwrqk_change", "volatility_30", "volatility_30_pct", "lvn_present", "lvn_price",
-                "lvn_strength", "lvn_distance_pct")
+                "nwrqk_change", "volatility_30", "volatility_30_pct", "volatility_30_valid",
+                "lvn_present", "lvn_price", "lvn_strength", "lvn_distance_pct")
 _CONTEXT_DEFAULT = {"volatility_30": 1.0}
 
 
@@ -216,6 +217,11 @@ class StrategicAssembler:
         self.nonfinite_counts = np.zeros(N_COLS, dtype=np.int64)
         self.context_nonfinite = 0
 
+    @property
+    def mlmi_store_entries(self) -> int:
+        """Entries in MLMI's neighbour store (MLMI is local once it holds `cfg.mlmi.k`, spec 3.1)."""
+        return self._mlmi.store.n
+
     # ---- aggregation
 
     def on_bar(self, bar5m: Bar) -> FeatureMatrix | None:
@@ -340,6 +346,7 @@ class StrategicAssembler:
 
         vf = self._vf
         lvn_ = pr.lvn if (pr is not None and t >= vf[4]) else None
+        vol_valid = t >= vf[11] and math.isfinite(vol.v_rel) and math.isfinite(vol.v_short_pct)
         ctx = {
             "close": c,
             "bar_index": float(t),
@@ -350,6 +357,7 @@ class StrategicAssembler:
             "nwrqk_change": float(nw.change) if t >= cfg.nwrqk.change_valid_from else 0.0,
             "volatility_30": vol.v_rel if t >= vf[11] else 1.0,
             "volatility_30_pct": vol.v_short_pct if t >= cfg.vol.short else 0.0,
+            "volatility_30_valid": 1.0 if vol_valid else 0.0,
             "lvn_present": 1.0 if lvn_ is not None else 0.0,
             "lvn_price": lvn_.price if lvn_ is not None else 0.0,
             "lvn_strength": lvn_.strength if lvn_ is not None else 0.0,

@@ -105,7 +105,7 @@ def test_six_bars_make_one_30m_bar() -> None:
     assert (b30.ts_open, b30.ts_close) == (M0 * PERIOD_NS, (M0 + 1) * PERIOD_NS)
     assert (b30.open, b30.high, b30.low, b30.close, b30.volume, b30.n_ticks) == (100, 110, 90, 96, 30, 12)
     assert fm.context["close"] == 96 * 0.5 and fm.context["bar_index"] == 0.0
-    assert set(fm.context) == set(CONTEXT_KEYS) and len(CONTEXT_KEYS) == 13
+    assert set(fm.context) == set(CONTEXT_KEYS) and len(CONTEXT_KEYS) == 14
     # Rows before any data and columns before their valid-from bar hold the neutral row.
     np.testing.assert_array_equal(fm.values, np.tile(NEUTRAL, (48, 1)).astype(np.float32))
 
@@ -226,6 +226,7 @@ def test_readiness_point_in_time_and_wiring() -> None:
     for f in out:
         assert np.isfinite(f.values).all() and set(f.context) == set(CONTEXT_KEYS)
         assert all(math.isfinite(v) for v in f.context.values())
+        assert f.context["volatility_30_valid"] == float(f.context["bar_index"] >= cfg.vol.long)
     assert a.nonfinite_counts.sum() == 0
     want = expected_rows(bars30, cfg)
     for t in (0, 25, 26, 39, 47, 59, 240, 287, 288, 336):
@@ -307,6 +308,8 @@ def test_nonfinite_values_are_replaced_and_counted(monkeypatch: pytest.MonkeyPat
     # Counted only once valid: mmd from bar 7, vol from bar 5 (bars 0..9).
     assert a.nonfinite_counts[10] == 3 and a.nonfinite_counts[11] == 5
     assert last.context["volatility_30"] == 1.0 and last.context["volatility_30_pct"] == 0.0
+    # ... and the 1.0 is marked as a placeholder (the synergy detector will not use it)
+    assert all(fm is not None and fm.context["volatility_30_valid"] == 0.0 for fm in fms)
     assert a.context_nonfinite == 2 * 5 + 2  # v_rel (5 bars from 5) and v30 (7 bars from 3)
 
 

@@ -20,7 +20,7 @@ def ts(slot: int) -> int:
 
 
 def tactical(slot: int, fvg: int = 0, size: float = 0.5, level: float = 99.5,
-             both: bool = False) -> FeatureMatrix:
+             both: bool = False, ready: bool = True) -> FeatureMatrix:
     ctx = {"close": CLOSE, "bar_index": float(slot), "volume_ratio": 1.3, "atr14": 0.4,
            "fvg_bull_mitigated": 0.0, "fvg_bear_mitigated": 0.0,
            "fvg_bull_mitigated_size": 0.0, "fvg_bull_mitigated_level": 0.0,
@@ -32,19 +32,22 @@ def tactical(slot: int, fvg: int = 0, size: float = 0.5, level: float = 99.5,
             ctx[f"fvg_{side}_mitigated_level"] = level
     return FeatureMatrix(event_id=f"TM-{slot}", ts_ns=ts(slot), instrument_id="TEST",
                          kind="tactical", bar_id=f"B-{slot}",
-                         values=np.zeros((60, 7), np.float32), ready=True, context=ctx)
+                         values=np.zeros((60, 7), np.float32), ready=ready, context=ctx)
 
 
 def strategic(slot: int, mlmi: int = 0, nwrqk: int = 0, mlmi_value: float = 0.5,
-              slope: float = 0.05, lvn: bool = True) -> FeatureMatrix:
+              slope: float = 0.05, lvn: bool = True, ready: bool = True,
+              vol_valid: bool = True) -> FeatureMatrix:
     ctx = {"close": CLOSE, "bar_index": float(slot // 6), "mlmi_value": mlmi_value * (mlmi or 1),
            "mlmi_signal": float(mlmi), "nwrqk_y": 99.9, "nwrqk_slope_pct": slope * (nwrqk or 1),
-           "nwrqk_change": float(nwrqk), "volatility_30": 1.1, "volatility_30_pct": 0.25,
+           "nwrqk_change": float(nwrqk), "volatility_30": 1.1 if vol_valid else 1.0,
+           "volatility_30_pct": 0.25 if vol_valid else 0.0,
+           "volatility_30_valid": 1.0 if vol_valid else 0.0,
            "lvn_present": 1.0 if lvn else 0.0, "lvn_price": 98.75, "lvn_strength": 0.6,
            "lvn_distance_pct": 1.25}
     return FeatureMatrix(event_id=f"SM-{slot}", ts_ns=ts(slot), instrument_id="TEST",
                          kind="strategic", bar_id=f"B30-{slot}",
-                         values=np.zeros((48, 13), np.float32), ready=True, context=ctx)
+                         values=np.zeros((48, 13), np.float32), ready=ready, context=ctx)
 
 
 def drive(signals: dict[int, dict[str, int]], last: int | None = None,
@@ -255,3 +258,60 @@ def test_flushed_strategic_signals_handled_first_and_all_events_returned():
     assert [s["ts_ns"] for s in events[1].signal_sequence] == [ts(6), ts(12), ts(12)]
     assert events[1].strategic_matrix_id == "SM-12"
     assert det.emitted == 2
+
+
+# ---- readiness (issue 12): no decision on a matrix that is not ready, no placeholder in an event
+
+
+def test_unready_strategic_matrix_gives_no_signal_and_no_context():
+    det = SynergyDetector(SynergyConfig(), IdSource())
+    assert det.evaluate(tactical(0), strategic(0, mlmi=1, nwrqk=1, ready=False)) is None
+    assert det.evaluate(tactical(1, fvg=1), None) is None
+    assert det.signals == {"mlmi": 0, "nwrqk": 0, "fvg": 1} and det.sequence == []
+    assert det.unready_strategic == 1 and det.ignored_fvg_start == 1
+    # the same pattern on a ready matrix completes
+    det.evaluate(tactical(6), strategic(6, mlmi=1, nwrqk=1))
+    ev = det.evaluate(tactical(7, fvg=1), None)
+    assert ev is not None and ev.strategic_matrix_id == "SM-6"
+
+
+def test_unready_tactical_matrix_gives_no_fvg_signal():
+    det = SynergyDetector(SynergyConfig(), IdSource())
+    det.evaluate(tactical(0, ready=False), strategic(0, mlmi=1, nwrqk=1))
+    assert det.evaluate(tactical(1, fvg=1, ready=False), None) is None
+    assert det.signals["fvg"] == 0 and det.unready_tactical == 2
+    assert seq_types(det) == [("mlmi", 1), ("nwrqk", 1)]
+    ev = det.evaluate(tactical(2, fvg=1), None)  # once ready, the mitigation counts
+    assert ev is not None and ev.synergy_type == "TYPE_1"
+
+
+def test_pattern_completed_after_strategic_turned_unready_is_discarded():
+    det = SynergyDetector(SynergyConfig(), IdSource())
+    det.evaluate(tactical(0), strategic(0, mlmi=1, nwrqk=1))
+    det.evaluate(tactical(6), strategic(6, ready=False))  # e.g. the assembler restarted
+    assert det.evaluate(tactical(7, fvg=1), None) is None
+    assert det.discarded_unready == 1 and det.emitted == 0 and det.sequence == []
+
+
+def test_placeholder_volatility_never_reaches_an_event():
+    """A ready strategic matrix whose volatility_30 is the 1.0 placeholder (v_rel not finite)."""
+    det = SynergyDetector(SynergyConfig(), IdSource())
+    det.evaluate(tactical(0), strategic(0, mlmi=1, nwrqk=1, vol_valid=False))
+    assert det.evaluate(tactical(1, fvg=1), None) is None
+    assert det.discarded_unready == 1 and det.emitted == 0
+    # no cooldown was started by the discarded pattern
+    det.evaluate(tactical(6), strategic(6, mlmi=1, nwrqk=1))
+    ev = det.evaluate(tactical(7, fvg=1), None)
+    assert ev is not None and ev.market_context["volatility_30"] == 1.1
+
+
+def test_zero_mlmi_vote_is_no_signal():
+    det = SynergyDetector(SynergyConfig(), IdSource())  # mlmi_min = 0 does not let q = 0 through
+    det.evaluate(tactical(0), strategic(0, mlmi=1, nwrqk=1, mlmi_value=0.0))
+    assert det.signals["mlmi"] == 0 and det.ignored_zero_mlmi == 1
+    assert seq_types(det) == [("nwrqk", 1)]
+    assert det.evaluate(tactical(1, fvg=1), None) is None  # NW-RQK, FVG: no third signal
+    assert det.emitted == 0
+    det2 = SynergyDetector(SynergyConfig(), IdSource())
+    det2.evaluate(tactical(0), strategic(0, mlmi=-1, mlmi_value=-1e-9))  # any nonzero vote counts
+    assert det2.signals["mlmi"] == 1 and seq_types(det2) == [("mlmi", -1)]
