@@ -14,7 +14,6 @@ and yields `TickBatch`es. Replay, paper and live differ only in which client the
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Protocol
 
@@ -47,13 +46,19 @@ class DataClient(Protocol):
 
 
 class _SourceClient:
-    """What both source-backed clients share: subscriptions and connection state."""
+    """What both source-backed clients share: subscriptions, connection state, and the history
+    window (the first `history_s` seconds of data, handed over at once for warm-up)."""
 
-    def __init__(self, source: ReplaySource) -> None:
+    def __init__(self, source: ReplaySource, history_s: float = 0.0) -> None:
         self.source = source
         self.instruments = source.instruments
         self.subscriptions: dict[str, tuple[str, ...]] = {}
+        self.history_ns = int(history_s * 1e9)
+        self.history_ticks = 0
         self._connected = False
+        self._it: Iterator[TickBatch] | None = None
+        self._carry: TickBatch | None = None  # the first live piece, read while cutting history
+        self._history_read = False
 
     @property
     def connected(self) -> bool:
@@ -71,26 +76,50 @@ class _SourceClient:
             raise ValueError(f"subscription kinds {bad} are not among {KINDS}")
         self.subscriptions[instrument_id] = tuple(kinds)
 
-    def _subscribed(self, batches: Iterator[TickBatch]) -> Iterator[TickBatch]:
-        subs = self.subscriptions
-        for batch in batches:
-            if not subs or batch.instrument_id in subs:
-                yield batch
+    def _batches(self) -> Iterator[TickBatch]:
+        if self._it is None:
+            subs = self.subscriptions
+            self._it = (b for b in self.source.batches() if not subs or b.instrument_id in subs)
+        return self._it
+
+    def history(self) -> Iterator[TickBatch]:
+        """The first `history_s` seconds of data (none when 0); read once, before `stream()`."""
+        self._history_read = True
+        if self.history_ns <= 0:
+            return
+        t_end: int | None = None
+        for batch in self._batches():
+            if t_end is None:
+                t_end = int(batch.ts_ns[0]) + self.history_ns
+            cut = int(np.searchsorted(batch.ts_ns, t_end, side="left"))
+            if cut > 0:
+                self.history_ticks += cut
+                yield batch.slice(0, cut) if cut < len(batch) else batch
+            if cut < len(batch):
+                self._carry = batch.slice(cut, len(batch))
+                return
+
+    def _live(self) -> Iterator[TickBatch]:
+        """What follows the history window."""
+        if not self._history_read:
+            for _ in self.history():
+                pass
+        if self._carry is not None:
+            carry, self._carry = self._carry, None
+            yield carry
+        yield from self._batches()
 
     async def close(self) -> None:
         self._connected = False
 
 
 class ReplayDataClient(_SourceClient):
-    def __init__(self, source: ReplaySource, speed: float = 0.0) -> None:
-        super().__init__(source)
+    def __init__(self, source: ReplaySource, speed: float = 0.0, history_s: float = 0.0) -> None:
+        super().__init__(source, history_s)
         self.speed = speed
 
-    def history(self) -> Iterator[TickBatch]:
-        return iter(())
-
     async def stream(self) -> AsyncIterator[TickBatch]:
-        async for batch in paced(self._subscribed(self.source.batches()), self.speed):
+        async for batch in paced(self._live(), self.speed):
             yield batch
 
 
@@ -106,32 +135,17 @@ class PacedDataClient(_SourceClient):
     def __init__(self, source: ReplaySource, clock: LiveClock, *, history_s: float = 0.0,
                  sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
                  max_batch: int = 4096) -> None:
-        super().__init__(source)
+        super().__init__(source, history_s)
         self.clock = clock
-        self.history_ns = int(history_s * 1e9)
         self._sleep = sleep
         self._max_batch = max_batch
-        self._it = self._subscribed(source.batches())
-        self._carry: TickBatch | None = None  # the first live piece, read while cutting history
-        self._history_read = False
-        self.history_ticks = 0
 
     def history(self) -> Iterator[TickBatch]:
-        """The first `history_s` seconds of data; read once, before `stream()`. When it is
-        exhausted the clock is anchored at the first live tick, so timers set from then on are
-        on the data's time grid."""
-        self._history_read = True
-        t_end: int | None = None
-        for batch in self._it:
-            if t_end is None:
-                t_end = int(batch.ts_ns[0]) + self.history_ns
-            cut = int(np.searchsorted(batch.ts_ns, t_end, side="left"))
-            if cut > 0:
-                self.history_ticks += cut
-                yield batch.slice(0, cut) if cut < len(batch) else batch
-            if cut < len(batch):
-                self._carry = batch.slice(cut, len(batch))
-                break
+        """As the base's; once it is read, the clock is anchored at the first live tick, so
+        timers set from then on are on the data's time grid."""
+        yield from super().history()
+        if self._carry is None:  # no history asked for: read the first live batch to anchor
+            self._carry = next(self._batches(), None)
         if self._carry is not None:
             self.clock.anchor(int(self._carry.ts_ns[0]))
 
@@ -139,10 +153,8 @@ class PacedDataClient(_SourceClient):
         if not self._history_read:
             for _ in self.history():
                 pass
-        first = [self._carry] if self._carry is not None else []
-        self._carry = None
         clock = self.clock
-        for batch in itertools.chain(first, self._it):
+        for batch in self._live():
             n = len(batch)
             i = 0
             while i < n:
