@@ -66,19 +66,22 @@ class Session:
     primary_spec: str
 
 
-def build_session(cfg: HimariConfig, data_paths: list[str], out_dir: Path) -> Session:
+def build_session(cfg: HimariConfig, data_paths: list[str], out_dir: Path,
+                  journal_path: Path | None = None, ids: IdSource | None = None) -> Session:
     source = open_source(cfg, data_paths)
     instrument = source.instrument
     instruments = {instrument.id: instrument}
     timer = StageTimer()
     bus = Bus(timer=timer)
     clock = ReplayClock()
-    ids = IdSource("R")
+    ids = ids if ids is not None else IdSource("R")
 
     venue_mod = plugins.venue_module(cfg)
     venue = venue_mod.build(plugins.venue_config(cfg), instruments)
     journal = None
-    if cfg.report.journal:
+    if journal_path is not None:  # a state dir's journal: appended to, never emptied
+        journal = Journal(journal_path, fsync=cfg.report.journal_fsync)
+    elif cfg.report.journal:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "journal.jsonl").unlink(missing_ok=True)  # a replay's journal starts empty
         journal = Journal(out_dir / "journal.jsonl", fsync=cfg.report.journal_fsync)
@@ -187,11 +190,12 @@ async def _batches(source: ReplaySource, speed: float) -> AsyncIterator[TickBatc
 
 
 async def run_replay(cfg: HimariConfig, data_paths: list[str], out_dir: Path,
-                     on_ready: Any = None) -> dict[str, Any]:
+                     on_ready: Any = None, journal_path: Path | None = None,
+                     ids: IdSource | None = None) -> dict[str, Any]:
     from himari.daemon.report.build import build_report, write_artifacts, write_json_report
 
     t_start = time.perf_counter()
-    session = build_session(cfg, data_paths, out_dir)
+    session = build_session(cfg, data_paths, out_dir, journal_path, ids)
     warmup(session)
     t_ready = time.perf_counter()
     log.info("ready", instrument=session.instrument.id, inputs=session.source.describe(),

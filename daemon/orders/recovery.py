@@ -118,6 +118,46 @@ def rebuild(records: Iterable[Any], instruments: dict[str, Instrument] | None = 
     return state
 
 
+def resolve_in_flight(state: RecoveredState, venue_orders: Iterable[Any], ids: Any,
+                      ts_ns: int) -> list[Any]:
+    """The records that settle each in-flight order against the venue's open-order reports
+    (`OrderStatusReport`s; the broker is the truth), to be journaled (and applied with
+    `rebuild`'s handlers or the manager's) before any new order is sent.
+
+    - found: the venue's status wins; an accepted, cancelled, expired or rejected report the
+      journal did not yet have becomes that order event (fills arrive as the venue's fill
+      reports, booked by exec id, so they are not invented here);
+    - absent (the venue never got it, or has forgotten it): `ExecutionDiscrepancy(order_absent)`
+      then `OrderCancelled`, so the order is terminal and its lots are no longer counted working.
+    """
+    from ..events import ExecutionDiscrepancy, OrderAccepted, OrderCancelled, OrderExpired, \
+        OrderRejected
+
+    reports = {r.client_order_id: r for r in venue_orders}
+    out: list[Any] = []
+    for order in state.in_flight():
+        keys = {"order_id": order.order_id, "client_order_id": order.client_order_id,
+                "instrument_id": order.instrument_id}
+        rep = reports.get(order.client_order_id)
+        if rep is None:
+            out.append(ExecutionDiscrepancy(
+                event_id=ids.next("E"), ts_ns=ts_ns, kind="order_absent",
+                instrument_id=order.instrument_id, client_order_id=order.client_order_id,
+                quantity=order.side * order.leaves,
+                detail=f"order {order.order_id} in state {order.state} is not at the venue"))
+            out.append(OrderCancelled(event_id=ids.next("E"), ts_ns=ts_ns, **keys,
+                                      reason="absent at the venue on restart"))
+        elif rep.status == "accepted" and order.state is OrderState.SUBMITTED:
+            out.append(OrderAccepted(event_id=ids.next("E"), ts_ns=ts_ns, **keys,
+                                     venue_order_id=rep.venue_order_id))
+        elif rep.status in ("cancelled", "expired", "rejected"):
+            cls = {"cancelled": OrderCancelled, "expired": OrderExpired,
+                   "rejected": OrderRejected}[rep.status]
+            out.append(cls(event_id=ids.next("E"), ts_ns=ts_ns, **keys,
+                           reason=f"{rep.status} at the venue (found on restart)"))
+    return out
+
+
 def load_state(state_dir: str | Path, instruments: dict[str, Instrument] | None = None
                ) -> RecoveredState:
     """Read `STATE_DIR/journal.jsonl` (never modifying it) and rebuild. FileNotFoundError when
@@ -270,4 +310,4 @@ class _Rebuilder:
         self.requests.clear()
 
 
-__all__ = ["JOURNAL_NAME", "RecoveredState", "load_state", "rebuild", "OrderState"]
+__all__ = ["JOURNAL_NAME", "RecoveredState", "load_state", "rebuild", "resolve_in_flight"]

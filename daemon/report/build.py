@@ -119,7 +119,7 @@ def write_artifacts(session: "Session", out_dir: Path) -> dict[str, str]:
     if session.recorder is not None:
         files["decisions"] = str(session.recorder.path)
     if session.journal is not None:
-        files["journal"] = str(out_dir / "journal.jsonl")
+        files["journal"] = str(session.journal.path)  # the state dir's when there is one
     write_fills_csv(out_dir / "fills.csv", session.fills, {session.instrument.id: session.instrument})
     ts, eq, _ = session.curve.arrays()
     write_equity_html(out_dir / "equity.html", ts, eq,

@@ -22,7 +22,7 @@ from himari.daemon.ids import IdSource
 from himari.daemon.instruments import Instrument
 from himari.daemon.orders.journal import Journal, JournalCorrupt
 from himari.daemon.orders.manager import OrderManager
-from himari.daemon.orders.recovery import load_state, rebuild
+from himari.daemon.orders.recovery import load_state, rebuild, resolve_in_flight
 from himari.daemon.orders.state import OrderState
 from himari.daemon.venue import CancelRequest, OrderRequest
 
@@ -198,3 +198,24 @@ def test_a_journal_cut_by_a_crash_rebuilds_its_prefix(tmp_path: Path) -> None:
         load_state(tmp_path)
     with pytest.raises(FileNotFoundError):
         load_state(tmp_path / "nothing")
+
+
+def test_in_flight_orders_are_settled_against_the_venue_before_new_orders() -> None:
+    from himari.daemon.venue import OrderStatusReport
+
+    recs = [_submitted("O-1", "C-a-1"), _submitted("O-2", "C-a-2"), _submitted("O-3", "C-a-3"),
+            _fill("O-3", "C-a-3", 1, 100, "X-1")]
+    state = rebuild(recs, {"ES": ES})
+    venue = [OrderStatusReport(client_order_id="C-a-2", venue_order_id="V-2", instrument_id="ES",
+                               side=1, quantity=3, filled=0, status="accepted", ts_ns=30)]
+    settle = resolve_in_flight(state, venue, IdSource("N"), ts_ns=40)
+    assert [type(r).__name__ for r in settle] == ["ExecutionDiscrepancy", "OrderCancelled",
+                                                  "OrderAccepted", "ExecutionDiscrepancy",
+                                                  "OrderCancelled"]
+    assert settle[0].kind == "order_absent" and settle[0].quantity == 3
+    assert settle[3].quantity == 2  # O-3's leaves
+    again = rebuild([*recs, *settle], {"ES": ES})
+    assert [o.order_id for o in again.in_flight()] == ["O-2"]  # found, and now accepted
+    assert again.orders["O-2"].venue_order_id == "V-2"
+    assert again.orders["O-1"].state is S.CANCELLED and again.positions.quantity("ES") == 1
+    assert not again.anomalies
