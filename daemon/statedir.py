@@ -18,9 +18,8 @@ import fcntl
 import os
 from pathlib import Path
 
-from himari.daemon.orders.recovery import JOURNAL_NAME
-
 LOCK_NAME = "lock"
+JOURNAL_NAME = "journal.jsonl"
 
 
 class StartupError(Exception):

@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from ..instruments import Instrument
+from ..statedir import JOURNAL_NAME
 from .journal import Journal
 from .positions import PositionBook
 from .state import IllegalTransition, InvalidFill, Order, OrderError, OrderState, Trigger
 
-JOURNAL_NAME = "journal.jsonl"
 _SESSION = re.compile(r"^[A-Z]+-([0-9a-z]+)-\d+$")  # ids look like C-<session>-<n>
 
 
