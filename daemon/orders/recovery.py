@@ -85,7 +85,8 @@ class RecoveredState:
                                   "realized_tick_lots": pos.realized, "fees": format(pos.fees, "f")}
         return {
             "records": self.records, "fills": self.fills, "duplicate_fills": self.duplicate_fills,
-            "orders": {k: sorted(v) for k, v in sorted(by_status.items())},
+            "order_counts": {k: len(v) for k, v in sorted(by_status.items())},
+            "orders": {k: v for k, v in sorted(by_status.items())},  # ids in journal order
             "in_flight": [{"order_id": o.order_id, "client_order_id": o.client_order_id,
                            "state": str(o.state), "filled": o.filled, "quantity": o.quantity}
                           for o in self.in_flight()],

@@ -60,6 +60,15 @@ def test_bad_config_refuses_to_start_naming_the_key(capsys, tmp_path, text, key,
     assert "abc" not in err  # a secret is never echoed
 
 
+def test_a_config_that_is_not_utf8_exits_2_naming_the_file(capsys, tmp_path):
+    cfg = tmp_path / "latin1.toml"
+    cfg.write_bytes("[instrument]\nid = \"caf\u00e9\"\n".encode("latin-1"))
+    for argv in (["check-config", str(cfg)], ["run", "--config", str(cfg)]):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and str(cfg) in err and "UTF-8" in err and "0xe9" in err
+        assert "Traceback" not in err
+
+
 def test_bad_usage_exits_2(capsys, tmp_path):
     assert run(capsys, "replay", str(tmp_path / "missing.csv"))[0] == 2
     assert run(capsys, "frobnicate")[0] == 2

@@ -165,7 +165,8 @@ def test_cancel_request_and_request_fields_and_in_flight() -> None:
     assert state.orders["O-3"].state is S.REJECTED
     assert state.sessions == {"a"}
     summary = state.summary()
-    assert summary["orders"] == {"rejected": ["O-3"], "submitted": ["C-a-2", "O-1"]}
+    assert summary["orders"] == {"rejected": ["O-3"], "submitted": ["O-1", "C-a-2"]}
+    assert summary["order_counts"] == {"rejected": 1, "submitted": 2}
     assert summary["counts"]["OrderRequest"] == 2 and summary["records"] == 5
 
 
