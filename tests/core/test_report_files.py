@@ -7,9 +7,17 @@ import json
 from pathlib import Path
 
 import pytest
+import structlog
 
 from himari.daemon.cli import main
 from himari.daemon.report.writers import atomic_write, atomic_writer, set_aside_previous
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """`main()` in-process binds structlog to this test's captured stderr; undo it after."""
+    yield
+    structlog.reset_defaults()
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:

@@ -13,9 +13,19 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+import structlog
+
 from himari.daemon.orders.journal import Journal
 
 from .test_daemon import wait_for_line
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """`main()` in-process binds structlog to this test's captured stderr; undo it after."""
+    yield
+    structlog.reset_defaults()
 
 HIMARI = [sys.executable, "-m", "himari.daemon.cli"]
 
