@@ -16,6 +16,7 @@ from typing import Any
 from himari.daemon.config import HimariConfig
 from himari.daemon.configbase import ConfigError
 from himari.daemon.ids import IdSource
+from himari.daemon.orders.recovery import RecoveredState
 from himari.daemon.runners.replay import ReplaySession, build_session, run_replay, warmup
 
 Session = ReplaySession
@@ -34,7 +35,11 @@ def check_mode(cfg: HimariConfig) -> None:
 
 async def run_session(cfg: HimariConfig, data_paths: list[str], out_dir: Path,
                       on_ready: Any = None, *, ids: IdSource | None = None,
-                      journal_path: Path | None = None) -> dict[str, Any]:
+                      journal_path: Path | None = None,
+                      recovered: RecoveredState | None = None) -> dict[str, Any]:
+    """Run one session. `recovered` (the state dir's journal, rebuilt) is adopted by a paper or
+    live session before its first order; a replay recomputes everything from its data, so it only
+    appends to the journal (with a fresh id session)."""
     check_mode(cfg)
     if cfg.daemon.mode == "replay":
         return await run_replay(cfg, data_paths, out_dir, on_ready, ids=ids,
@@ -42,4 +47,4 @@ async def run_session(cfg: HimariConfig, data_paths: list[str], out_dir: Path,
     from himari.daemon.runners.live import run_live
 
     return await run_live(cfg, out_dir, on_ready, ids=ids, journal_path=journal_path,
-                          data_paths=data_paths)
+                          data_paths=data_paths, recovered=recovered)

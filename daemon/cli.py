@@ -1,7 +1,9 @@
 """The `himari` command line.
 
-Exit status: 0 on success, 2 for bad usage or config (the message names the key, the value and what
-is allowed), 1 for a runtime failure.
+Exit status: 0 on success; 2 for anything a restart cannot fix: bad usage or config (the message
+names the key, the value and what is allowed), an unusable state or out directory, a state
+directory another daemon holds, a damaged journal; 1 for a runtime failure a restart may fix
+(under systemd's Restart=on-failure, a 1 for a problem that persists would be a restart loop).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 
 from himari import __version__
 from himari.daemon.configbase import ConfigError
+from himari.daemon.statedir import StartupError
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 
@@ -34,11 +37,16 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("run", help="run the daemon on a config file")
     d.add_argument("--config", required=True, help="TOML config file")
     d.add_argument("--out", default=None, help="output directory for replay mode")
+    d.add_argument("--state-dir", default=None,
+                   help="state directory: lock, journal, id sessions (default: daemon.state_dir)")
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key")
 
     c = sub.add_parser("check-config", help="validate a config file and exit")
     c.add_argument("file")
+
+    j = sub.add_parser("journal", help="print the state rebuilt from a state directory's journal")
+    j.add_argument("state_dir", metavar="STATE_DIR")
 
     sub.add_parser("version", help="print the version")
     return p
@@ -60,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
             return _replay(args)
         if args.command == "run":
             return _run(args)
-    except ConfigError as exc:
+        if args.command == "journal":
+            return _journal(args.state_dir)
+    except (ConfigError, StartupError) as exc:
         print(f"himari: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:  # noqa: BLE001 - the last line of defence: say what broke, exit 1
@@ -79,9 +89,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _check_config(path: str) -> int:
+    from himari.daemon.app import check_mode
     from himari.daemon.config import load_config
 
     cfg = load_config(path)
+    check_mode(cfg)  # accepts exactly what `run` accepts
     print(f"{path}: ok (mode {cfg.daemon.mode}, strategy {cfg.strategy.name}, "
           f"venue {cfg.venue.name})")
     return EXIT_OK
@@ -111,11 +123,12 @@ def _replay(args: argparse.Namespace) -> int:
     return _run_replay(cfg, list(args.data), out, quiet=args.quiet)
 
 
-def _run_replay(cfg, data: list[str], out: Path, quiet: bool = False) -> int:  # type: ignore[no-untyped-def]
+def _run_replay(cfg, data: list[str], out: Path, quiet: bool = False,  # type: ignore[no-untyped-def]
+                state_dir: Path | None = None) -> int:
     from himari.daemon.runtime import run_main
     from himari.daemon.report.build import print_summary
 
-    report = run_main(cfg, data, out)
+    report = run_main(cfg, data, out, state_dir)
     if report is None:
         return EXIT_RUNTIME
     if not quiet:
@@ -124,13 +137,33 @@ def _run_replay(cfg, data: list[str], out: Path, quiet: bool = False) -> int:  #
 
 
 def _run(args: argparse.Namespace) -> int:
+    from himari.daemon.app import check_mode
+
     cfg = _setup(args.config, args.set)
-    if cfg.daemon.mode != "replay":
-        raise ConfigError("daemon.mode", cfg.daemon.mode,
-                          "'replay' in this version (paper and live need the broker adapters "
-                          "that later releases add)")
+    check_mode(cfg)  # paper-sim and replay run; paper/live on a remote broker exit 2 for now
     out = Path(args.out or cfg.report.out_dir)
-    return _run_replay(cfg, list(cfg.feed.paths), out, quiet=True)
+    state_dir = args.state_dir or cfg.daemon.state_dir
+    return _run_replay(cfg, list(cfg.feed.paths), out, quiet=True,
+                       state_dir=Path(state_dir) if state_dir else None)
+
+
+def _journal(state_dir: str) -> int:
+    """The state rebuilt from STATE_DIR's journal, as JSON on stdout (read only: no lock)."""
+    import orjson
+
+    from himari.daemon.orders.journal import JournalError
+    from himari.daemon.orders.recovery import JOURNAL_NAME, load_state
+
+    path = Path(state_dir) / JOURNAL_NAME
+    if not path.is_file():
+        raise StartupError(f"state directory {state_dir} has no journal ({path} is not a file)")
+    try:
+        state = load_state(state_dir)
+    except (JournalError, OSError) as exc:
+        raise StartupError(str(exc)) from None
+    summary = {"state_dir": str(state_dir), "journal": str(path), **state.summary()}
+    sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return EXIT_OK
 
 
 if __name__ == "__main__":

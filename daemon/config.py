@@ -136,6 +136,7 @@ class AccountConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
 class DaemonConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     mode: str = "replay"  # replay | paper | live
+    state_dir: str = ""  # journal, lock and id sessions; "" = none (`run --state-dir` overrides)
 
     def __post_init__(self) -> None:
         check_choice("daemon.mode", self.mode, ("replay", "paper", "live"))
@@ -281,9 +282,14 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         return parse_config("", "<defaults>", overrides) if overrides else HimariConfig()
     p = Path(path)
     try:
-        text = p.read_text()
+        data = p.read_bytes()
     except OSError as exc:
         raise ConfigError("--config", str(p), f"a readable TOML file ({exc.strerror})") from None
+    try:
+        text = data.decode("utf-8")  # TOML is UTF-8; never the locale's guess
+    except UnicodeDecodeError as exc:
+        raise ConfigError("--config", str(p), f"a UTF-8 TOML file (byte {exc.start} is "
+                          f"0x{data[exc.start]:02x}, not UTF-8)") from None
     return parse_config(text, str(p), overrides)
 
 

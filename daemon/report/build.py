@@ -131,7 +131,7 @@ def write_artifacts(session: "Session", out_dir: Path) -> dict[str, str]:
     if session.recorder is not None:
         files["decisions"] = str(session.recorder.path)
     if session.journal is not None:
-        files["journal"] = str(out_dir / "journal.jsonl")
+        files["journal"] = str(session.journal.path)  # the state dir's when there is one
     write_fills_csv(out_dir / "fills.csv", session.fills, session.instruments)
     ts, eq, _ = session.portfolio.curve.arrays()
     names = ", ".join(session.instruments)

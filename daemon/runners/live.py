@@ -34,6 +34,7 @@ from himari.daemon.engine import MATRIX_BAR_SPEC, TradingCore, build_core
 from himari.daemon.feeds.client import PacedDataClient
 from himari.daemon.ids import IdSource
 from himari.daemon.orders.journal import Journal
+from himari.daemon.orders.recovery import RecoveredState
 from himari.daemon.replay import ReplayLoop
 from himari.daemon.runners.replay import ReplaySession
 from himari.daemon.sources import open_source
@@ -139,7 +140,8 @@ class LiveRunner:
 
 async def run_live(cfg: HimariConfig, out_dir: Path, on_ready: Any = None, *,
                    ids: IdSource | None = None, journal_path: Path | None = None,
-                   data_paths: list[str] | None = None) -> dict[str, Any]:
+                   data_paths: list[str] | None = None,
+                   recovered: RecoveredState | None = None) -> dict[str, Any]:
     from himari.daemon.report.build import build_report, write_artifacts, write_json_report
 
     t_start = time.perf_counter()
@@ -147,7 +149,7 @@ async def run_live(cfg: HimariConfig, out_dir: Path, on_ready: Any = None, *,
     clock = LiveClock(speed=cfg.live.speed)
     ids = ids or IdSource(f"P{time.time_ns() // 1_000_000:x}")
     journal = None
-    if cfg.report.journal:
+    if journal_path is not None or cfg.report.journal:  # a state dir's journal is always on
         if journal_path is None:
             out_dir.mkdir(parents=True, exist_ok=True)
             journal_path = out_dir / "journal.jsonl"

@@ -68,7 +68,7 @@ def build_session(cfg: HimariConfig, data_paths: list[str], out_dir: Path, *,
     clock = ReplayClock()
     ids = ids or IdSource("R")
     journal = None
-    if cfg.report.journal:
+    if journal_path is not None or cfg.report.journal:  # a state dir's journal is always on
         if journal_path is None:
             out_dir.mkdir(parents=True, exist_ok=True)
             journal_path = out_dir / "journal.jsonl"

@@ -29,7 +29,7 @@ def test_version(capsys):
     assert code == 0 and out.startswith("himari ")
 
 
-@pytest.mark.parametrize("name", ["default.toml", "replay.toml", "paper.toml"])
+@pytest.mark.parametrize("name", ["default.toml", "replay.toml", "paper-sim.toml"])
 def test_shipped_configs_are_valid(capsys, name):
     code, out, err = run(capsys, "check-config", str(REPO / "config" / name))
     assert code == 0, err
@@ -60,6 +60,15 @@ def test_bad_config_refuses_to_start_naming_the_key(capsys, tmp_path, text, key,
     assert "abc" not in err  # a secret is never echoed
 
 
+def test_a_config_that_is_not_utf8_exits_2_naming_the_file(capsys, tmp_path):
+    cfg = tmp_path / "latin1.toml"
+    cfg.write_bytes("[instrument]\nid = \"caf\u00e9\"\n".encode("latin-1"))
+    for argv in (["check-config", str(cfg)], ["run", "--config", str(cfg)]):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and str(cfg) in err and "UTF-8" in err and "0xe9" in err
+        assert "Traceback" not in err
+
+
 def test_bad_usage_exits_2(capsys, tmp_path):
     assert run(capsys, "replay", str(tmp_path / "missing.csv"))[0] == 2
     assert run(capsys, "frobnicate")[0] == 2
@@ -68,7 +77,11 @@ def test_bad_usage_exits_2(capsys, tmp_path):
 
 def test_paper_mode_is_refused_with_a_reason_until_the_sandbox_exists(capsys):
     code, _, err = run(capsys, "run", "--config", str(REPO / "config" / "paper.toml"))
-    assert code == 2 and "daemon.mode" in err
+    assert code == 2 and "venue.name" in err and "sandbox" in err and "later release" in err
+    # paper (or live) on anything but the simulated exchange is refused by mode, too
+    code, _, err = run(capsys, "run", "--config", str(REPO / "config" / "paper-sim.toml"),
+                       "--set", "daemon.mode=live")
+    assert code == 2 and "daemon.mode" in err and "Traceback" not in err
 
 
 def write_trades(path: Path, rows: list[str]) -> Path:
