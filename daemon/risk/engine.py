@@ -135,13 +135,14 @@ class RiskEngine:
         self._ints[H.I_LAST_TICKS] = price_ticks
 
     def set_portfolio_headroom(self, headroom_tl: int, other_gross: float,
-                               max_gross: float) -> None:
+                               max_gross: float | None = None) -> None:
         """Portfolio gross-notional room left for this instrument's worst-case exposure, in
-        tick*lot units (`PortfolioRisk` writes it before each validation; K.I64_MAX = none)."""
+        tick*lot units (`PortfolioRisk` writes it before each validation; K.I64_MAX = none);
+        `other_gross` and `max_gross` only word a rejection."""
         self._ints[H.I_PORT_NOTIONAL_TL] = headroom_tl
-        floats = self._floats
-        floats[H.F_PORT_OTHER] = other_gross
-        floats[H.F_PORT_MAX] = max_gross
+        self._floats[H.F_PORT_OTHER] = other_gross
+        if max_gross is not None:
+            self._floats[H.F_PORT_MAX] = max_gross
 
     @property
     def last_tick(self) -> tuple[int, int]:

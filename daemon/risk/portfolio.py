@@ -13,13 +13,14 @@ respects it). The portfolio limits (0 = off, the default, so one instrument beha
 - `max_drawdown_pct`: account equity drawdown from its high-water mark (`on_equity`); reaching it
   halts every engine (the kill switch: exits still pass) until `resume()`.
 
-Money here is exact: Decimal sums, one floor into the intent instrument's tick*lot units.
+Money here is exact: integer sums on a common decimal grid, one floor into the intent instrument's
+tick*lot units.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from decimal import ROUND_FLOOR, Decimal
+from decimal import Decimal
 from typing import Any
 
 import structlog
@@ -62,6 +63,16 @@ class PortfolioRisk:
         self.cfg = cfg
         self._ids = ids
         self._gross_limit = cfg.max_gross_notional
+        # Exact integer money: every tick value and the limit on one grid of 10**-places, so the
+        # per-intent sum is Python int arithmetic (no Decimal context, no rounding).
+        values = [e.instrument.tick_value for e in engines] + [cfg.max_gross_notional]
+        places = max(0, *(-int(v.as_tuple().exponent) for v in values))
+        self._scale = 10 ** places
+        self._tv_units = {e.instrument.id: int(e.instrument.tick_value * self._scale)
+                          for e in engines}
+        self._limit_units = int(cfg.max_gross_notional * self._scale)
+        for engine in engines:
+            engine.set_portfolio_headroom(K.I64_MAX, 0.0, float(cfg.max_gross_notional))
         self._dd_ppm = pct_to_ppm(cfg.max_drawdown_pct)
         self._equity = self._peak = equity
         self._halt_reason = ""
@@ -130,6 +141,7 @@ class PortfolioRisk:
 
     @property
     def halted(self) -> bool:
+        """The portfolio kill switch is on, or any instrument's engine is halted."""
         return bool(self._halt_reason) or any(e.halted for e in self.engines.values())
 
     @property
@@ -145,7 +157,10 @@ class PortfolioRisk:
 
     def gross_notional(self, exposure: Exposure, skip: str = "") -> Decimal:
         """Worst-case gross notional of every instrument but `skip`, at its last price."""
-        total = Decimal(0)
+        return Decimal(self._gross_units(exposure, skip)) / self._scale
+
+    def _gross_units(self, exposure: Exposure, skip: str) -> int:
+        total = 0
         for instrument_id, engine in self.engines.items():
             if instrument_id == skip:
                 continue
@@ -153,7 +168,7 @@ class PortfolioRisk:
             worst = max(abs(position + buy), abs(position - sell))
             price = engine.last_tick[0]
             if worst and price > 0:
-                total += engine.instrument.tick_value * (worst * price)
+                total += worst * price * self._tv_units[instrument_id]
         return total
 
     def validate(self, intent: OrderIntent, position_lots: int, ts_ns: int,
@@ -170,10 +185,11 @@ class PortfolioRisk:
                                reason=f"no risk engine for instrument {intent.instrument_id}; "
                                f"have {', '.join(self.engines) or 'none'}",
                                values={"value": 0.0, "limit": 0.0})
-        if self._gross_limit > 0:
-            other = self.gross_notional(exposure, skip=intent.instrument_id) \
-                if exposure is not None and len(self.engines) > 1 else Decimal(0)
-            room = (self._gross_limit - other) / engine.instrument.tick_value
-            headroom = max(-1, min(K.I64_MAX, int(room.to_integral_value(rounding=ROUND_FLOOR))))
-            engine.set_portfolio_headroom(headroom, float(other), float(self._gross_limit))
+        if self._limit_units > 0:
+            iid = intent.instrument_id
+            other = self._gross_units(exposure, iid) \
+                if exposure is not None and len(self.engines) > 1 else 0
+            # floor((limit - other) / tick_value) in tick*lot units, exactly
+            headroom = max(-1, min(K.I64_MAX, (self._limit_units - other) // self._tv_units[iid]))
+            engine.set_portfolio_headroom(headroom, other / self._scale)
         return engine.validate(intent, position_lots, ts_ns, working_buy_lots, working_sell_lots)
