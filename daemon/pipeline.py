@@ -7,8 +7,8 @@ quantity and bracket. A rejected intent goes no further and changes no order sta
 
 Working orders: risk counts the worst case, the filled position plus the leaves of the working
 orders that are not reduce-only, per side. The gate keeps the manager's live `Order` records of
-those orders (their leaves shrink with a fill at the same moment the position grows, so the two never
-disagree) and sums their leaves per intent: O(working orders), no scan of every order ever placed.
+those orders (their leaves shrink with a fill at the same moment the position grows, so the two
+never disagree) and sums their leaves per intent: O(working orders), not a scan of every order.
 An order is tracked from `OrderSubmitted` (subscribed first, so no handler can send an intent before
 it counts) and, for the gate's own orders, as soon as `submit` returns (covers a manager that is
 still draining earlier events, which defers OrderSubmitted); it is dropped once its leaves are 0.

@@ -17,10 +17,11 @@ position and the leaves of the working orders that are not reduce-only, per side
 the worst case, position plus every working order on the intent's side (see `kernels.py`). A
 reducing order (reduce-only, or against the position and not larger) is an exit: only
 `invalid_order`, `reduce_only`, `no_market_data` and the collar can refuse it, so the kill switch
-always lets a flatten through. `validate` with `intent.quantity > 0` checks the order as given. With `quantity == 0` it plans and
-sizes an entry: an ATR stop/target around the reference price (the intent's own `stop_loss` /
-`take_profit` replace the planned levels when they lie on the protective side; the size then uses
-the stop actually used), Kelly lots (spec 1.2), then the same checks. The reference price is the
+always lets a flatten through. With `intent.quantity > 0` the order is checked as given. With
+`quantity == 0` `validate` plans and sizes an entry: an ATR stop/target around the reference price
+(the intent's own `stop_loss` / `take_profit` replace the planned levels when they lie on the
+protective side; the size then uses the stop actually used), Kelly lots (spec 1.2), then the same
+checks. The reference price is the
 limit/stop price, or the last trade price for market orders. The checks, their order and their
 exact integer arithmetic are documented in `kernels.py`; the state the hot path reads lives in the
 flat arrays of `hotpath.py` so that one numba call does the work. Money is Decimal here and int64

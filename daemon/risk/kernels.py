@@ -15,7 +15,7 @@ the worst-case position is w = position + side*working_same and after it w' = w 
 "increasing" means |w'| > |w|. With no working orders this is the plain |position + side*qty|.
 
   1 invalid_order      side not +-1, qty <= 0 or reference price <= 0
-  2 reduce_only        a reduce-only order that is not reducing         (value qty, limit |position|)
+  2 reduce_only        a reduce-only order that is not reducing        (value qty, limit |position|)
   3 kill_switch        halted, entries only                              (1, 0)
   4 max_order_qty      entries only, qty > max_order_lots
   5 max_position       entries only, increasing and |w'| > max_position_lots
@@ -25,7 +25,7 @@ the worst-case position is w = position + side*working_same and after it w' = w 
                        exact as |w'| > floor(max_notional / tick_value) // ref  (currency)
   9 portfolio_notional entries only, increasing and |w'| > port_notional_tl // ref, where
                        port_notional_tl = floor((portfolio max gross - the other instruments'
-                       gross) / tick_value) (value: port_other + |w'| ref tick_value, limit port_max)
+                       gross) / tick_value)  (value port_other + |w'| ref tick_value, port_max)
  10 price_collar       |ref - last| > floor(last * collar_ppm / 1e6)     (percent of last)
  11 order_rate         entries only: the last `cap` approved orders (cap = len(order_ts)) all lie
                        within (now - window, now]: a sliding window on event time  (orders, cap)
