@@ -103,6 +103,7 @@ class RiskEngine:
         self._equity = self._day_start = self._peak = equity
         ints[H.I_EQUITY_U] = ints[H.I_DAY_START_U] = ints[H.I_PEAK_U] = to_micro(equity)
         floats[H.F_EQUITY] = float(equity)
+        self.last_price = 0  # reference price in ticks, mirrored from the hot-path array
         self.checked = 0
         self.approved = 0
         self.rejected: dict[str, int] = {}
@@ -122,6 +123,7 @@ class RiskEngine:
         ints = self._ints
         ints[H.I_LAST_TICKS] = price_ticks
         ints[H.I_LAST_TS] = ts_ns
+        self.last_price = price_ticks
 
     def on_tick_batch(self, batch: TickBatch, stop: int | None = None) -> None:
         """`on_last_tick` with the last tick of `batch[:stop]` (all of it by default) when the
@@ -134,6 +136,7 @@ class RiskEngine:
         """Reference price only (e.g. a bar's close); `ts_ns` is ignored: only a tick moves the
         stale-data clock (`on_last_tick`). Kept for callers that feed bar closes."""
         self._ints[H.I_LAST_TICKS] = price_ticks
+        self.last_price = price_ticks
 
     def set_portfolio_headroom(self, headroom_tl: int, other_gross: float,
                                max_gross: float | None = None) -> None:

@@ -71,6 +71,7 @@ class PortfolioRisk:
         self._tv_units = {e.instrument.id: int(e.instrument.tick_value * self._scale)
                           for e in engines}
         self._limit_units = int(cfg.max_gross_notional * self._scale)
+        self._legs = [(e.instrument.id, e, self._tv_units[e.instrument.id]) for e in engines]
         for engine in engines:
             engine.set_portfolio_headroom(K.I64_MAX, 0.0, float(cfg.max_gross_notional))
         self._dd_ppm = pct_to_ppm(cfg.max_drawdown_pct)
@@ -161,14 +162,15 @@ class PortfolioRisk:
 
     def _gross_units(self, exposure: Exposure, skip: str) -> int:
         total = 0
-        for instrument_id, engine in self.engines.items():
+        for instrument_id, engine, tv_units in self._legs:
             if instrument_id == skip:
                 continue
             position, buy, sell = exposure(instrument_id)
             worst = max(abs(position + buy), abs(position - sell))
-            price = engine.last_tick[0]
-            if worst and price > 0:
-                total += worst * price * self._tv_units[instrument_id]
+            if worst:
+                price = engine.last_price
+                if price > 0:
+                    total += worst * price * tv_units
         return total
 
     def validate(self, intent: OrderIntent, position_lots: int, ts_ns: int,

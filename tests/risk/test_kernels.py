@@ -319,3 +319,17 @@ def test_screen_check_mode_equals_check_order(args: dict[str, Any]) -> None:
     else:
         assert int(ints[H.I_N_ORDERS]) == args["order_count"] + 1
         assert ring[args["order_count"] % ring.shape[0]] == args["now_ns"]
+
+
+def test_working_orders_and_portfolio_headroom_in_check_order() -> None:
+    # worst case: 3 working buys + position 4 + 3 = 10 passes, 4 more is 11
+    assert code(position=4, qty=3, working_same=3) == K.PASS
+    assert check(position=4, qty=4, working_same=3) == (K.MAX_POSITION, 11.0, 10.0)
+    # portfolio: 40,000 tick-lots of room at 20,000 ticks = 2 lots; checked after max_notional
+    port = dict(ref_ticks=20_000, last_ticks=20_000, port_notional_tl=40_000,
+                port_other=1_000.0, port_max=501_000.0)
+    assert code(qty=2, **port) == K.PASS
+    assert check(qty=3, **port) == (K.PORTFOLIO_NOTIONAL, 1_000.0 + 3 * 20_000 * 12.5, 501_000.0)
+    assert code(qty=3, max_notional_tl=40_000, **port) == K.MAX_NOTIONAL
+    assert code(qty=3, position=3, side=-1, **port) == K.PASS  # an exit
+    assert code(qty=1, port_notional_tl=-1) == K.PORTFOLIO_NOTIONAL  # already over the limit
