@@ -4,7 +4,11 @@ Each call is timed alone with `time.perf_counter_ns` after `warmup()`, garbage c
 in the daemon. Scenarios:
 - sized:  quantity-0 market intent -> ATR stop/target + Kelly sizing + every check, approved;
 - fixed:  1-lot limit intent inside the collar -> every check, approved;
-- reject: 9-lot intent -> rejected by max_order_qty (rejection path: reason string, counters).
+- reject: 9-lot intent -> rejected by max_order_qty (rejection path: reason string, counters);
+- working: the fixed intent with 1 lot of working buys counted in the worst case;
+- exit:   a 9-lot sell against a 9-lot long (an exit: no size limit), approved;
+- portf:  the sized intent through `PortfolioRisk` with a gross-notional limit over two
+          instruments (the exact Decimal headroom, then the same single numba call).
 The baseline is an empty Python function with three arguments, timed the same way in the same
 process; `x base` is each p50 over the baseline p50. Event time advances 1 s per call, so the
 60-orders-per-minute window admits every call (and the run crosses a UTC day boundary once).
@@ -25,22 +29,39 @@ import numpy as np
 from himari.daemon.events import Bar, OrderIntent
 from himari.daemon.ids import IdSource
 from himari.daemon.instruments import Instrument
-from himari.daemon.risk.config import RiskConfig
+from himari.daemon.risk.config import PortfolioRiskConfig, RiskConfig
 from himari.daemon.risk.engine import RiskEngine
+from himari.daemon.risk.portfolio import PortfolioRisk
 
 SECOND = 1_000_000_000
 
 
+ES = Instrument(id="ES", tick_size=Decimal("0.25"), multiplier=Decimal(50))
+NQ = Instrument(id="NQ", tick_size=Decimal("0.25"), multiplier=Decimal(20))
+
+
 def _engine() -> RiskEngine:
-    inst = Instrument(id="ES", tick_size=Decimal("0.25"), multiplier=Decimal(50))
-    engine = RiskEngine(RiskConfig(), inst, IdSource())
+    engine = RiskEngine(RiskConfig(), ES, IdSource())
     engine.warmup()
-    engine.on_trade_price(20_000, 0)
+    engine.on_last_tick(20_000, 0)
     for i in range(20):
         engine.on_bar(Bar(event_id=f"B{i}", ts_ns=i, instrument_id="ES", spec="5m", ts_open=i,
                           ts_close=i, open=20_000, high=20_004 + i % 3, low=19_996, close=20_000,
                           volume=10, n_ticks=10))
     return engine
+
+
+def _portfolio() -> PortfolioRisk:
+    cfg = RiskConfig(portfolio=PortfolioRiskConfig(max_gross_notional=Decimal(2_000_000)))
+    p = PortfolioRisk(cfg, [ES, NQ], IdSource())
+    p.warmup()
+    p.on_last_tick("ES", 20_000, 0)
+    p.on_last_tick("NQ", 70_000, 0)
+    for i in range(20):
+        p.on_bar(Bar(event_id=f"B{i}", ts_ns=i, instrument_id="ES", spec="5m", ts_open=i,
+                     ts_close=i, open=20_000, high=20_004 + i % 3, low=19_996, close=20_000,
+                     volume=10, n_ticks=10))
+    return p
 
 
 def _time(call: Callable[[int], object], n: int) -> np.ndarray:
@@ -73,6 +94,22 @@ def main() -> None:
         check = engine.validate(intent, 0, SECOND)
         assert check.approved == (name != "reject"), check
         scenarios.append((name, lambda i, e=engine, it=intent: e.validate(it, 0, (i + 2) * SECOND)))
+    engine = _engine()
+    assert engine.validate(fixed, 0, SECOND, 1, 0).approved
+    scenarios.append(("working", lambda i, e=engine: e.validate(fixed, 0, (i + 2) * SECOND, 1, 0)))
+    exit_ = OrderIntent(event_id="I", ts_ns=0, decision_id="D", strategy_id="S",
+                        instrument_id="ES", side=-1, quantity=9)
+    engine = _engine()
+    assert engine.validate(exit_, 9, SECOND).approved
+    scenarios.append(("exit", lambda i, e=engine: e.validate(exit_, 9, (i + 2) * SECOND)))
+    port = _portfolio()
+
+    def book(iid: str) -> tuple[int, int, int]:
+        return (2, 1, 0) if iid == "NQ" else (0, 0, 0)
+
+    assert port.validate(sized, 0, SECOND, 0, 0, book).approved
+    scenarios.append(("portf", lambda i, p=port: p.validate(sized, 0, (i + 2) * SECOND, 0, 0,
+                                                            book)))
     scenarios.insert(0, ("baseline", lambda i: empty(sized, 0, i)))
 
     rows = []

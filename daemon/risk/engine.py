@@ -1,8 +1,10 @@
 """The pre-trade risk engine: every `OrderIntent` passes `validate` before the order manager sees it.
 
 State it keeps (all from events, never from the wall clock):
-- last trade price and time (`on_trade_price` / `on_tick_batch`): the reference for market orders,
-  the price collar and the stale-data check;
+- the last tick actually seen, price and time (`on_last_tick` / `on_tick_batch`): the reference for
+  market orders and the price collar; its time is the stale-data clock. `on_trade_price` (a bar's
+  close) moves only the reference price: a bar's time is not a tick's, and feeding it to the stale
+  clock made the check pass on "recent" bars with no recent tick;
 - Wilder ATR(`atr_period`) in ticks from `on_bar` (spec 1.3: 5-minute bars; `atr_bar_spec` filters);
 - equity (`on_equity`): start-of-UTC-day equity (the equity at the first update or validation of a
   new UTC day; `starting_equity` for the first day), the high-water mark and the drawdown from it;
@@ -10,10 +12,16 @@ State it keeps (all from events, never from the wall clock):
 - the last `kelly_window_trades` closed-trade results (`on_trade_closed`) for Kelly sizing;
 - the times of approved orders in a ring of `max_orders_per_minute` for the 60 s rate window.
 
-`validate` with `intent.quantity > 0` checks the order as given. With `quantity == 0` it plans and
-sizes an entry: an ATR stop/target around the reference price (the intent's own `stop_loss` /
-`take_profit` replace the planned levels when they lie on the protective side; the size then uses
-the stop actually used), Kelly lots (spec 1.2), then the same checks. The reference price is the
+`validate(intent, position_lots, ts_ns, working_buy_lots, working_sell_lots)` takes the filled
+position and the leaves of the working orders that are not reduce-only, per side: the limits count
+the worst case, position plus every working order on the intent's side (see `kernels.py`). A
+reducing order (reduce-only, or against the position and not larger) is an exit: only
+`invalid_order`, `reduce_only`, `no_market_data` and the collar can refuse it, so the kill switch
+always lets a flatten through. With `intent.quantity > 0` the order is checked as given. With
+`quantity == 0` `validate` plans and sizes an entry: an ATR stop/target around the reference price
+(the intent's own `stop_loss` / `take_profit` replace the planned levels when they lie on the
+protective side; the size then uses the stop actually used), Kelly lots (spec 1.2), then the same
+checks. The reference price is the
 limit/stop price, or the last trade price for market orders. The checks, their order and their
 exact integer arithmetic are documented in `kernels.py`; the state the hot path reads lives in the
 flat arrays of `hotpath.py` so that one numba call does the work. Money is Decimal here and int64
@@ -59,6 +67,7 @@ def to_micro(amount: Decimal) -> int:
 
 class RiskEngine:
     def __init__(self, cfg: RiskConfig, instrument: Instrument, ids: IdSource) -> None:
+        cfg = cfg.for_instrument(instrument.id)  # `[risk.instruments.<ID>]` over `[risk]`
         self.cfg = cfg
         self.instrument = instrument
         self._ids = ids
@@ -80,7 +89,8 @@ class RiskEngine:
         floats[H.F_M_TP] = cfg.target_atr_mult
         floats[H.F_KELLY_K] = cfg.kelly_fraction
         floats[H.F_MAX_RISK] = cfg.per_trade_risk_pct / 100.0
-        floats[H.F_FEE_RT] = float(cfg.round_trip_fee)
+        # the fee is per contract (unit of quantity); the sizing divides by risk per *lot*
+        floats[H.F_FEE_RT] = float(cfg.round_trip_fee * instrument.lot_size)
         self._ints, self._floats = ints, floats
         self._ring = np.zeros(cfg.max_orders_per_minute, dtype=np.int64)
         self._bracket_fixed = cfg.bracket_fixed_size
@@ -93,6 +103,7 @@ class RiskEngine:
         self._equity = self._day_start = self._peak = equity
         ints[H.I_EQUITY_U] = ints[H.I_DAY_START_U] = ints[H.I_PEAK_U] = to_micro(equity)
         floats[H.F_EQUITY] = float(equity)
+        self.last_price = 0  # reference price in ticks, mirrored from the hot-path array
         self.checked = 0
         self.approved = 0
         self.rejected: dict[str, int] = {}
@@ -105,14 +116,42 @@ class RiskEngine:
 
     # ------------------------------------------------------------------ inputs
 
-    def on_trade_price(self, price_ticks: int, ts_ns: int) -> None:
-        self._ints[H.I_LAST_TICKS] = price_ticks
-        self._ints[H.I_LAST_TS] = ts_ns
+    def on_last_tick(self, price_ticks: int, ts_ns: int) -> None:
+        """The last trade tick seen: reference price for market orders and the collar, and the
+        time the stale-data check measures from. The runner calls it (or `on_tick_batch`) with
+        the last tick processed before it publishes an event that may lead to an order."""
+        ints = self._ints
+        ints[H.I_LAST_TICKS] = price_ticks
+        ints[H.I_LAST_TS] = ts_ns
+        self.last_price = price_ticks
 
-    def on_tick_batch(self, batch: TickBatch) -> None:
-        """Take the last tick of a batch of this instrument as the last trade price."""
-        if batch.instrument_id == self.instrument.id and len(batch):
-            self.on_trade_price(int(batch.price[-1]), int(batch.ts_ns[-1]))
+    def on_tick_batch(self, batch: TickBatch, stop: int | None = None) -> None:
+        """`on_last_tick` with the last tick of `batch[:stop]` (all of it by default) when the
+        batch is this instrument's and that slice is not empty."""
+        n = len(batch) if stop is None else min(stop, len(batch))
+        if n > 0 and batch.instrument_id == self.instrument.id:
+            self.on_last_tick(int(batch.price[n - 1]), int(batch.ts_ns[n - 1]))
+
+    def on_trade_price(self, price_ticks: int, ts_ns: int = 0) -> None:
+        """Reference price only (e.g. a bar's close); `ts_ns` is ignored: only a tick moves the
+        stale-data clock (`on_last_tick`). Kept for callers that feed bar closes."""
+        self._ints[H.I_LAST_TICKS] = price_ticks
+        self.last_price = price_ticks
+
+    def set_portfolio_headroom(self, headroom_tl: int, other_gross: float,
+                               max_gross: float | None = None) -> None:
+        """Portfolio gross-notional room left for this instrument's worst-case exposure, in
+        tick*lot units (`PortfolioRisk` writes it before each validation; K.I64_MAX = none);
+        `other_gross` and `max_gross` only word a rejection."""
+        self._ints[H.I_PORT_NOTIONAL_TL] = headroom_tl
+        self._floats[H.F_PORT_OTHER] = other_gross
+        if max_gross is not None:
+            self._floats[H.F_PORT_MAX] = max_gross
+
+    @property
+    def last_tick(self) -> tuple[int, int]:
+        """(price ticks, ts_ns) of the reference price and the last tick time; 0 when unseen."""
+        return int(self._ints[H.I_LAST_TICKS]), int(self._ints[H.I_LAST_TS])
 
     def on_bar(self, bar: Bar) -> None:
         if bar.instrument_id != self.instrument.id:
@@ -182,6 +221,10 @@ class RiskEngine:
         self._ints[H.I_PEAK_U] = self._ints[H.I_EQUITY_U]
 
     @property
+    def ids(self) -> IdSource:
+        return self._ids
+
+    @property
     def halted(self) -> bool:
         return bool(self._ints[H.I_HALTED])
 
@@ -214,7 +257,10 @@ class RiskEngine:
 
     # ------------------------------------------------------------------ validation
 
-    def validate(self, intent: OrderIntent, position_lots: int, ts_ns: int) -> RiskVerdict:
+    def validate(self, intent: OrderIntent, position_lots: int, ts_ns: int,
+                 working_buy_lots: int = 0, working_sell_lots: int = 0) -> RiskVerdict:
+        """Verdict on `intent` given the filled position and the leaves of the working orders
+        that are not reduce-only on each side (lots >= 0)."""
         self.checked += 1
         if ts_ns >= self._next_day_ns or self._day_index is None:
             self._roll_day(ts_ns, self._equity)
@@ -248,11 +294,12 @@ class RiskEngine:
         else:
             mode = H.MODE_CHECK
         ints = self._ints
+        working = working_buy_lots if side > 0 else working_sell_lots
         code = H.screen_intent(mode, side, qty, position_lots, intent.reduce_only, ref,
                                stop_override, target_override, ts_ns, ints, self._floats,
-                               self._ring)
+                               self._ring, working)
         if code != K.PASS:
-            return self._reject_screen(intent, ts_ns, code, side, position_lots, ref)
+            return self._reject_screen(intent, ts_ns, code, side, position_lots, ref, working)
         self.approved += 1
         if mode == H.MODE_CHECK:
             return RiskVerdict(event_id=self._ids.next("RV"), ts_ns=ts_ns,
@@ -303,19 +350,20 @@ class RiskEngine:
                            reason=reason, values={"value": float(value), "limit": float(limit)})
 
     def _reject_screen(self, intent: OrderIntent, ts_ns: int, code: int, side: int,
-                       position: int, ref: int) -> RiskVerdict:
+                       position: int, ref: int, working: int) -> RiskVerdict:
         value = float(self._floats[H.F_OUT_VALUE])
         limit = float(self._floats[H.F_OUT_LIMIT])
         qty = int(self._ints[H.I_OUT_QTY])
-        reason = self._explain(code, side, qty, position, ref, value, limit)
+        reason = self._explain(code, side, qty, position, ref, value, limit, working)
         if code == K.MAX_DRAWDOWN:
             self.halt(f"max_drawdown: {reason}")
         return self._reject(intent, ts_ns, H.SCREEN_NAMES[code], reason, value, limit)
 
     def _explain(self, code: int, side: int, qty: int, position: int, ref: int, value: float,
-                 limit: float) -> str:
+                 limit: float, working: int = 0) -> str:
         ccy = self.instrument.currency
-        new = position + side * qty
+        new = position + side * (working + qty)  # worst case: same-side working orders fill
+        pending = f" with {working} lots working on that side" if working else ""
         if code == K.INVALID_ORDER:
             return (f"invalid order: side {side}, quantity {qty} lots, reference price {ref} ticks "
                     "(need side +1/-1, quantity > 0, price > 0, and stop/target levels > 0)")
@@ -327,15 +375,19 @@ class RiskEngine:
             return (f"order quantity {qty} lots exceeds max_order_quantity "
                     f"{self.cfg.max_order_quantity} ({int(limit)} lots)")
         if code == K.MAX_POSITION:
-            return (f"resulting position {new} lots exceeds max_position {self.cfg.max_position} "
-                    f"({int(limit)} lots)")
+            return (f"resulting position {new} lots (position {position}{pending}) exceeds "
+                    f"max_position {self.cfg.max_position} ({int(limit)} lots)")
         if code == K.NO_MARKET_DATA:
             return f"no trade price seen yet for {self.instrument.id}"
         if code == K.STALE_DATA:
-            return f"last trade is {value:.3f} s old, over stale_data_s {limit:g}"
+            return f"last tick is {value:.3f} s old, over stale_data_s {limit:g}"
         if code == K.MAX_NOTIONAL:
-            return (f"resulting notional {value:,.2f} {ccy} ({abs(new)} lots at {ref} ticks) "
-                    f"exceeds max_notional {limit:,.2f} {ccy}")
+            return (f"resulting notional {value:,.2f} {ccy} ({abs(new)} lots at {ref} ticks"
+                    f"{pending}) exceeds max_notional {limit:,.2f} {ccy}")
+        if code == K.PORTFOLIO_NOTIONAL:
+            return (f"portfolio gross notional {value:,.2f} {ccy} ({abs(new)} lots of "
+                    f"{self.instrument.id} at {ref} ticks{pending}, plus the other instruments) "
+                    f"exceeds risk.portfolio.max_gross_notional {limit:,.2f} {ccy}")
         if code == K.PRICE_COLLAR:
             return (f"reference price {ref} ticks is {value:.4f}% from the last trade "
                     f"{int(self._ints[H.I_LAST_TICKS])} ticks, outside the {limit:g}% collar")

@@ -3,7 +3,7 @@
 Why a separate fused kernel: a numba call from Python costs ~30 ns per scalar argument plus boxing
 of a returned tuple, so calling `atr_stop_target`, `kelly_size` and `check_order` one by one with
 ~50 scalars costs several microseconds. Here the engine's state lives in two flat arrays with the
-fixed slot layout below (limits, market/account state and outputs), the call takes 9 scalars and 3
+fixed slot layout below (limits, market/account state and outputs), the call takes 10 scalars and 3
 arrays, returns one int, and the kernels above are inlined by numba. Semantics are exactly those of
 the kernels in `kernels.py` (documented there, tested against pure-Python references there).
 
@@ -13,8 +13,13 @@ caller to lie on the right side, replaces the planned level and the size uses th
 actually used), sizes with `kelly_size`, then checks. MODE_BRACKET plans stop/target for the given
 quantity, then checks. On a pass the order's time goes into the rate-limit ring.
 
-Returns a code of SCREEN_NAMES (0 = pass; check codes 1-12 as in `kernels.RULE_NAMES`, then the
-planning/sizing codes 13-17; a plan that puts a level at <= 0 ticks is `invalid_order`). Outputs:
+`working_same` is the leaves of the non-reduce-only working orders on the intent's side: the checks
+and the sizing headroom count the worst-case position (see `kernels.py`). The portfolio notional
+headroom sits in ints[I_PORT_NOTIONAL_TL] (I64_MAX = no portfolio limit), written by
+`PortfolioRisk` before the call; sizing uses the tighter of it and the instrument's own.
+
+Returns a code of SCREEN_NAMES (0 = pass; check codes 1-13 as in `kernels.RULE_NAMES`, then the
+planning/sizing codes 14-18; a plan that puts a level at <= 0 ticks is `invalid_order`). Outputs:
 ints[I_OUT_QTY, I_OUT_STOP, I_OUT_TARGET] (0 = none), floats[F_OUT_VALUE, F_OUT_LIMIT] = the
 rejection's (value, limit), or (f, 0) for a sizing rejection.
 """
@@ -48,7 +53,8 @@ I_LOSSES = 17
 I_OUT_QTY = 18
 I_OUT_STOP = 19
 I_OUT_TARGET = 20
-N_INTS = 21
+I_PORT_NOTIONAL_TL = 21  # portfolio gross-notional headroom for this instrument, tick*lot units
+N_INTS = 22
 
 # ---- float64 slots
 F_TICK_VALUE = 0
@@ -67,17 +73,19 @@ F_SUM_WIN = 12
 F_SUM_LOSS = 13  # sum of |losses|
 F_OUT_VALUE = 14
 F_OUT_LIMIT = 15
-N_FLOATS = 16
+F_PORT_OTHER = 16  # the other instruments' worst-case gross notional (for the message only)
+F_PORT_MAX = 17  # the portfolio's max gross notional (for the message only)
+N_FLOATS = 18
 
 MODE_CHECK = 0
 MODE_SIZE = 1
 MODE_BRACKET = 2
 
-NO_ATR = 13
-NO_EDGE = 14
-NO_STOP = 15
-RISK_BUDGET = 16
-NO_HEADROOM = 17
+NO_ATR = K.MAX_DRAWDOWN + 1
+NO_EDGE = NO_ATR + K.SIZE_NO_EDGE
+NO_STOP = NO_ATR + K.SIZE_NO_STOP
+RISK_BUDGET = NO_ATR + K.SIZE_RISK_BUDGET
+NO_HEADROOM = NO_ATR + K.SIZE_NO_HEADROOM
 SCREEN_NAMES: tuple[str, ...] = K.RULE_NAMES + (
     "no_atr", "no_edge", "no_stop", "risk_budget", "no_headroom")
 
@@ -85,13 +93,16 @@ SCREEN_NAMES: tuple[str, ...] = K.RULE_NAMES + (
 def new_arrays() -> tuple[np.ndarray, np.ndarray]:
     floats = np.zeros(N_FLOATS, dtype=np.float64)
     floats[F_ATR] = floats[F_SIGMA_NOW] = floats[F_SIGMA_BASE] = np.nan
-    return np.zeros(N_INTS, dtype=np.int64), floats
+    ints = np.zeros(N_INTS, dtype=np.int64)
+    ints[I_PORT_NOTIONAL_TL] = K.I64_MAX
+    return ints, floats
 
 
 @numba.njit(cache=True)
 def screen_intent(mode: int, side: int, qty: int, position: int, reduce_only: bool,
                   ref_ticks: int, stop_override: int, target_override: int, now_ns: int,
-                  ints: np.ndarray, floats: np.ndarray, ring: np.ndarray) -> int:
+                  ints: np.ndarray, floats: np.ndarray, ring: np.ndarray,
+                  working_same: int = 0) -> int:
     ints[I_OUT_QTY] = qty
     ints[I_OUT_STOP] = 0
     ints[I_OUT_TARGET] = 0
@@ -117,11 +128,12 @@ def screen_intent(mode: int, side: int, qty: int, position: int, reduce_only: bo
                 ints[I_N_TRADES], ints[I_WINS], ints[I_LOSSES], floats[F_SUM_WIN],
                 floats[F_SUM_LOSS], floats[F_M_TP], floats[F_M_SL], floats[F_KELLY_K],
                 floats[F_SIGMA_BASE], floats[F_SIGMA_NOW], floats[F_MAX_RISK], floats[F_EQUITY],
-                dist, tick_value, floats[F_FEE_RT], ref_ticks, ints[I_MAX_NOTIONAL_TL],
-                ints[I_MAX_ORDER], ints[I_MAX_POSITION], position)
+                dist, tick_value, floats[F_FEE_RT], ref_ticks,
+                min(ints[I_MAX_NOTIONAL_TL], ints[I_PORT_NOTIONAL_TL]), ints[I_MAX_ORDER],
+                ints[I_MAX_POSITION], position + side * working_same)
             if lots <= 0:
                 floats[F_OUT_VALUE] = f
-                return NO_ATR + why  # SIZE_NO_EDGE..SIZE_NO_HEADROOM map onto 14..17
+                return NO_ATR + why  # SIZE_NO_EDGE..SIZE_NO_HEADROOM map onto NO_EDGE..
             qty = lots
             ints[I_OUT_QTY] = lots
         ints[I_OUT_STOP] = stop
@@ -132,7 +144,8 @@ def screen_intent(mode: int, side: int, qty: int, position: int, reduce_only: bo
         tick_value, ints[I_HALTED] != 0, ints[I_EQUITY_U], ints[I_DAY_START_U], ints[I_PEAK_U],
         ring, n_orders, ints[I_MAX_ORDER], ints[I_MAX_POSITION], ints[I_MAX_NOTIONAL_TL],
         floats[F_MAX_NOTIONAL], ints[I_COLLAR_PPM], ints[I_DAILY_PPM], ints[I_DRAWDOWN_PPM],
-        ints[I_RATE_WINDOW_NS], ints[I_STALE_NS])
+        ints[I_RATE_WINDOW_NS], ints[I_STALE_NS], working_same, ints[I_PORT_NOTIONAL_TL],
+        floats[F_PORT_OTHER], floats[F_PORT_MAX])
     if code != K.PASS:
         floats[F_OUT_VALUE] = value
         floats[F_OUT_LIMIT] = limit
@@ -150,3 +163,4 @@ def warmup() -> None:
     ring = np.zeros(2, dtype=np.int64)
     for mode in (MODE_CHECK, MODE_SIZE, MODE_BRACKET):
         screen_intent(mode, 1, 1, 0, False, 100, 0, 0, 1, ints, floats, ring)
+        screen_intent(mode, 1, 1, 0, False, 100, 0, 0, 1, ints, floats, ring, 0)

@@ -9,23 +9,33 @@ exact integer arithmetic, free of overflow for |values| < 2**63 (see `_mul_ppm_f
 `check_order` runs the checks in this fixed order and returns the first that fails as
 (rule code, offending value, limit) -- (PASS, 0, 0) when all pass. An order is *reducing* when it
 trades against a non-zero position by at most its size (it cannot open or flip); every other order
-is an *entry*. "Increasing" means |position + side*qty| > |position|.
+is an *entry*. Exposure is counted in the worst case: `working_same` is the leaves of the working
+orders on the order's side that are not reduce-only (they may all fill first), so before the order
+the worst-case position is w = position + side*working_same and after it w' = w + side*qty;
+"increasing" means |w'| > |w|. With no working orders this is the plain |position + side*qty|.
 
-  1 invalid_order   side not +-1, qty <= 0 or reference price <= 0
-  2 reduce_only     a reduce-only order that is not reducing            (value qty, limit |position|)
-  3 kill_switch     halted, entries only                                 (1, 0)
-  4 max_order_qty   qty > max_order_lots
-  5 max_position    increasing and |new position| > max_position_lots
-  6 no_market_data  no last trade price yet
-  7 stale_data      entries only, now - last trade ts > stale_ns > 0    (seconds)
-  8 max_notional    increasing and |new pos| * ref ticks * tick_value > max_notional; exact as
-                    |new pos| > floor(max_notional / tick_value) // ref  (currency)
-  9 price_collar    |ref - last| > floor(last * collar_ppm / 1e6)        (percent of last)
- 10 order_rate      the last `cap` approved orders (cap = len(order_ts)) all lie within
-                    (now - window, now]: a sliding window on event time  (orders, cap)
- 11 daily_loss      entries only, day_start - equity >= day_start * ppm / 1e6   (percent)
- 12 max_drawdown    entries only, peak - equity >= peak * ppm / 1e6; the engine trips the kill
-                    switch on it                                          (percent)
+  1 invalid_order      side not +-1, qty <= 0 or reference price <= 0
+  2 reduce_only        a reduce-only order that is not reducing        (value qty, limit |position|)
+  3 kill_switch        halted, entries only                              (1, 0)
+  4 max_order_qty      entries only, qty > max_order_lots
+  5 max_position       entries only, increasing and |w'| > max_position_lots
+  6 no_market_data     no last trade price yet
+  7 stale_data         entries only, now - last tick ts > stale_ns > 0  (seconds)
+  8 max_notional       entries only, increasing and |w'| * ref ticks * tick_value > max_notional;
+                       exact as |w'| > floor(max_notional / tick_value) // ref  (currency)
+  9 portfolio_notional entries only, increasing and |w'| > port_notional_tl // ref, where
+                       port_notional_tl = floor((portfolio max gross - the other instruments'
+                       gross) / tick_value)  (value port_other + |w'| ref tick_value, port_max)
+ 10 price_collar       |ref - last| > floor(last * collar_ppm / 1e6)     (percent of last)
+ 11 order_rate         entries only: the last `cap` approved orders (cap = len(order_ts)) all lie
+                       within (now - window, now]: a sliding window on event time  (orders, cap)
+ 12 daily_loss         entries only, day_start - equity >= day_start * ppm / 1e6   (percent)
+ 13 max_drawdown       entries only, peak - equity >= peak * ppm / 1e6; the engine trips the kill
+                       switch on it                                       (percent)
+
+Reducing orders are exits: no size, position, notional, rate or loss rule may refuse them, so a
+halted daemon can always flatten (the venue may cap an order's size; nothing here splits one). They
+are still collared and still recorded in the rate ring (they count against later entries).
 
 `kelly_size` is spec 1.2 "[P] Sizing algorithm" steps 1-6 and the position/order/notional caps of
 step 7 (the risk-score multipliers need the risk state vector and come later):
@@ -33,8 +43,11 @@ step 7 (the risk-score multipliers need the risk state vector and come later):
   f_K = (b p - (1 - p)) / b, size 0 `no_edge` if f_K <= 0 (b = inf gives f_K = p);
   f = min(k f_K clip(sigma_base / max(sigma_now, 1e-9), 0.25, 2), per-trade cap), ratio 1 when
   either sigma is unknown (NaN or sigma_base <= 0);
-  lots = floor(f equity / (D_stop ticks * tick_value + c)), then min with max_order_lots,
-  max_position_lots - |position| and floor(max_notional / tick_value) // ref - |position|.
+  lots = floor(f equity / (D_stop ticks * tick_value + c)), c = round-trip fee per *lot* (the
+  engine converts the configured per-contract fee: c = fee x lot_size), then min with
+  max_order_lots, max_position_lots - |position| and floor(max_notional / tick_value) // ref -
+  |position| (the hot path passes the worst-case position and the tighter of the instrument and
+  portfolio notional headroom).
 
 `atr_stop_target` is spec 1.3 "[P] Unified model" steps 1, 2 and 6: D = m_SL ATR (1 + 0.5 vp),
 T = m_TP ATR with m_SL clamped to [0.5, 3], m_TP to [1, 5], vp to [0, 1]; no valid ATR -> no entry.
@@ -64,15 +77,17 @@ MAX_POSITION = 5
 NO_MARKET_DATA = 6
 STALE_DATA = 7
 MAX_NOTIONAL = 8
-PRICE_COLLAR = 9
-ORDER_RATE = 10
-DAILY_LOSS = 11
-MAX_DRAWDOWN = 12
+PORTFOLIO_NOTIONAL = 9
+PRICE_COLLAR = 10
+ORDER_RATE = 11
+DAILY_LOSS = 12
+MAX_DRAWDOWN = 13
 RULE_NAMES: tuple[str, ...] = (
     "", "invalid_order", "reduce_only", "kill_switch", "max_order_qty", "max_position",
-    "no_market_data", "stale_data", "max_notional", "price_collar", "order_rate", "daily_loss",
-    "max_drawdown",
+    "no_market_data", "stale_data", "max_notional", "portfolio_notional", "price_collar",
+    "order_rate", "daily_loss", "max_drawdown",
 )
+I64_MAX = 2**63 - 1  # "no limit" for the int64 limit slots
 
 # ---- kelly_size reasons
 SIZE_OK = 0
@@ -126,33 +141,40 @@ def check_order(side: int, qty: int, position: int, reduce_only: bool, ref_ticks
                 order_ts: np.ndarray, order_count: int,
                 max_order_lots: int, max_position_lots: int, max_notional_tl: int,
                 max_notional: float, collar_ppm: int, daily_loss_ppm: int, max_drawdown_ppm: int,
-                rate_window_ns: int, stale_ns: int) -> tuple[int, float, float]:
+                rate_window_ns: int, stale_ns: int, working_same: int = 0,
+                port_notional_tl: int = I64_MAX, port_other: float = 0.0,
+                port_max: float = 0.0) -> tuple[int, float, float]:
     """Run the pre-trade checks in the documented order; see the module docstring."""
     if (side != 1 and side != -1) or qty <= 0 or ref_ticks <= 0:
         return INVALID_ORDER, float(qty), float(ref_ticks)
-    new_abs = abs(position + side * qty)
     reducing = position != 0 and side * position < 0 and qty <= abs(position)
-    increasing = new_abs > abs(position)
+    worst = position + side * working_same  # every same-side working order filled first
+    new_abs = abs(worst + side * qty)
+    entry_up = not reducing and new_abs > abs(worst)  # an entry that grows worst-case exposure
     if reduce_only and not reducing:
         return REDUCE_ONLY, float(qty), float(abs(position))
     if halted and not reducing:
         return KILL_SWITCH, 1.0, 0.0
-    if qty > max_order_lots:
+    if not reducing and qty > max_order_lots:
         return MAX_ORDER_QTY, float(qty), float(max_order_lots)
-    if increasing and new_abs > max_position_lots:
+    if entry_up and new_abs > max_position_lots:
         return MAX_POSITION, float(new_abs), float(max_position_lots)
     if last_ticks <= 0:
         return NO_MARKET_DATA, 0.0, 0.0
     if not reducing and stale_ns > 0 and now_ns - last_ts_ns > stale_ns:
         return STALE_DATA, (now_ns - last_ts_ns) * 1e-9, stale_ns * 1e-9
-    # x * ref > M  <=>  x > M // ref for integers: exact, no overflow
-    if increasing and new_abs > max_notional_tl // ref_ticks:
+    # x * ref > M  <=>  x > M // ref for integers: exact, no overflow (M < 0 rejects any x >= 0)
+    if entry_up and new_abs > max_notional_tl // ref_ticks:
         return MAX_NOTIONAL, float(new_abs) * float(ref_ticks) * tick_value, max_notional
+    if entry_up and new_abs > port_notional_tl // ref_ticks:
+        return (PORTFOLIO_NOTIONAL, port_other + float(new_abs) * float(ref_ticks) * tick_value,
+                port_max)
     diff = abs(ref_ticks - last_ticks)
     if diff > _mul_ppm_floor(last_ticks, collar_ppm):
         return PRICE_COLLAR, 100.0 * diff / last_ticks, collar_ppm / 1e4
     cap = order_ts.shape[0]
-    if order_count >= cap and now_ns - order_ts[order_count % cap] < rate_window_ns:
+    if not reducing and order_count >= cap and \
+            now_ns - order_ts[order_count % cap] < rate_window_ns:
         return ORDER_RATE, float(cap), float(cap)
     if not reducing:
         if loss_reaches(day_start_u, equity_u, daily_loss_ppm):
@@ -286,6 +308,9 @@ def warmup() -> None:
     ring = np.zeros(2, dtype=np.int64)
     check_order(1, 1, 0, False, 100, 100, 0, 1, 1.0, False, 10**12, 10**12, 10**12, ring, 0,
                 5, 10, 10**9, 1e9, 50_000, 20_000, 50_000, 60_000_000_000, 0)
+    check_order(1, 1, 0, False, 100, 100, 0, 1, 1.0, False, 10**12, 10**12, 10**12, ring, 0,
+                5, 10, 10**9, 1e9, 50_000, 20_000, 50_000, 60_000_000_000, 0, 0, I64_MAX, 0.0,
+                0.0)
     record_order(ring, 0, 1)
     kelly_size(0, 0, 0, 0.0, 0.0, 3.0, 1.5, 0.25, np.nan, np.nan, 0.02, 1e5, 6, 12.5, 0.0,
                100, 10**9, 5, 10, 0)

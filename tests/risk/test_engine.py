@@ -29,7 +29,7 @@ DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 
 def engine(inst: Instrument = MES, atr: bool = True, **cfg: Any) -> RiskEngine:
     e = RiskEngine(RiskConfig(**cfg), inst, IdSource())
-    e.on_trade_price(LAST, 0)
+    e.on_last_tick(LAST, 0)
     if atr:  # 14 bars of range 8 ticks -> ATR 8
         for i in range(14):
             e.on_bar(bar(inst.id, i, LAST + 4, LAST - 4, LAST))
@@ -164,7 +164,7 @@ def test_stale_data_refuses_entries_only() -> None:
     assert e.validate(intent(1), 0, 5 * SEC).approved
     assert rule(e.validate(intent(1), 0, 5 * SEC + 1)) == "stale_data"
     assert e.validate(intent(1, side=-1), 1, 5 * SEC + 1).approved
-    e.on_trade_price(LAST, 5 * SEC)
+    e.on_last_tick(LAST, 5 * SEC)
     assert e.validate(intent(1), 0, 6 * SEC).approved
 
 

@@ -46,14 +46,15 @@ def ref_check(a: dict[str, Any]) -> tuple[int, float, float]:
     side, qty, pos, ref, last = a["side"], a["qty"], a["position"], a["ref_ticks"], a["last_ticks"]
     if side not in (1, -1) or qty <= 0 or ref <= 0:
         return K.INVALID_ORDER, float(qty), float(ref)
-    new = pos + side * qty
     reducing = pos != 0 and (side > 0) != (pos > 0) and qty <= abs(pos)
-    increasing = abs(new) > abs(pos)
+    before = pos + side * a.get("working_same", 0)  # worst case: same-side working orders fill
+    new = before + side * qty
+    increasing = not reducing and abs(new) > abs(before)
     if a["reduce_only"] and not reducing:
         return K.REDUCE_ONLY, float(qty), float(abs(pos))
     if a["halted"] and not reducing:
         return K.KILL_SWITCH, 1.0, 0.0
-    if qty > a["max_order_lots"]:
+    if not reducing and qty > a["max_order_lots"]:
         return K.MAX_ORDER_QTY, float(qty), float(a["max_order_lots"])
     if increasing and abs(new) > a["max_position_lots"]:
         return K.MAX_POSITION, float(abs(new)), float(a["max_position_lots"])
@@ -64,11 +65,14 @@ def ref_check(a: dict[str, Any]) -> tuple[int, float, float]:
         return K.STALE_DATA, age / 1e9, a["stale_ns"] / 1e9
     if increasing and abs(new) * ref > a["max_notional_tl"]:
         return K.MAX_NOTIONAL, abs(new) * ref * a["tick_value"], a["max_notional"]
+    if increasing and abs(new) * ref > a.get("port_notional_tl", K.I64_MAX):
+        return (K.PORTFOLIO_NOTIONAL, a.get("port_other", 0.0) + abs(new) * ref * a["tick_value"],
+                a.get("port_max", 0.0))
     if abs(ref - last) * 1_000_000 > a["collar_ppm"] * last:
         return K.PRICE_COLLAR, 100.0 * abs(ref - last) / last, a["collar_ppm"] / 1e4
     ring, n = a["order_ts"], a["order_count"]
     recent = [t for t in ring[: min(n, len(ring))] if a["now_ns"] - t < a["rate_window_ns"]]
-    if n >= len(ring) and len(recent) >= len(ring):
+    if not reducing and n >= len(ring) and len(recent) >= len(ring):
         return K.ORDER_RATE, float(len(ring)), float(len(ring))
     eq, day, peak = a["equity_u"], a["day_start_u"], a["peak_u"]
     if not reducing:
@@ -104,7 +108,9 @@ def order_inputs(draw: st.DrawFn) -> dict[str, Any]:
         max_order_lots=draw(st.integers(1, 8)), max_position_lots=draw(st.integers(1, 12)),
         max_notional_tl=draw(st.integers(0, 200_000)), collar_ppm=draw(st.integers(0, 10**6)),
         daily_loss_ppm=draw(st.integers(0, 10**6)), max_drawdown_ppm=draw(st.integers(0, 10**6)),
-        stale_ns=draw(st.sampled_from([0, SEC, 5 * SEC])))
+        stale_ns=draw(st.sampled_from([0, SEC, 5 * SEC])), working_same=draw(st.integers(0, 12)),
+        port_notional_tl=draw(st.sampled_from([K.I64_MAX, -1, 0, 50_000, 150_000])),
+        port_other=draw(st.sampled_from([0.0, 1234.5])), port_max=1e6)
 
 
 @settings(max_examples=300, deadline=None)
@@ -166,7 +172,10 @@ def test_kill_switch_comes_first() -> None:
 def test_max_order_qty_boundary() -> None:
     assert code(qty=5) == K.PASS
     assert check(qty=6) == (K.MAX_ORDER_QTY, 6.0, 5.0)
-    assert code(qty=6, position=10, side=-1) == K.MAX_ORDER_QTY  # applies to reducing orders too
+    # an exit is never refused for its size (issue 12 item 4); a flip is an entry
+    assert code(qty=6, position=10, side=-1) == K.PASS
+    assert code(qty=6, position=10, side=-1, reduce_only=True) == K.PASS
+    assert code(qty=6, position=5, side=-1) == K.MAX_ORDER_QTY
 
 
 def test_max_position_boundary_and_only_when_increasing() -> None:
@@ -289,16 +298,19 @@ def test_screen_check_mode_equals_check_order(args: dict[str, Any]) -> None:
              H.I_DAILY_PPM: "daily_loss_ppm", H.I_DRAWDOWN_PPM: "max_drawdown_ppm",
              H.I_RATE_WINDOW_NS: "rate_window_ns", H.I_STALE_NS: "stale_ns",
              H.I_LAST_TICKS: "last_ticks", H.I_LAST_TS: "last_ts_ns", H.I_EQUITY_U: "equity_u",
-             H.I_DAY_START_U: "day_start_u", H.I_PEAK_U: "peak_u", H.I_N_ORDERS: "order_count"}
+             H.I_DAY_START_U: "day_start_u", H.I_PEAK_U: "peak_u", H.I_N_ORDERS: "order_count",
+             H.I_PORT_NOTIONAL_TL: "port_notional_tl"}
     for slot, name in slots.items():
         ints[slot] = args[name]
     ints[H.I_HALTED] = int(args["halted"])
     floats[H.F_TICK_VALUE] = args["tick_value"]
     floats[H.F_MAX_NOTIONAL] = args["max_notional"]
+    floats[H.F_PORT_OTHER] = args["port_other"]
+    floats[H.F_PORT_MAX] = args["port_max"]
     ring = args["order_ts"].copy()
     got = H.screen_intent(H.MODE_CHECK, args["side"], args["qty"], args["position"],
                           args["reduce_only"], args["ref_ticks"], 0, 0, args["now_ns"], ints,
-                          floats, ring)
+                          floats, ring, args["working_same"])
     want = K.check_order(**args)
     assert got == want[0]
     if got != K.PASS:
@@ -307,3 +319,17 @@ def test_screen_check_mode_equals_check_order(args: dict[str, Any]) -> None:
     else:
         assert int(ints[H.I_N_ORDERS]) == args["order_count"] + 1
         assert ring[args["order_count"] % ring.shape[0]] == args["now_ns"]
+
+
+def test_working_orders_and_portfolio_headroom_in_check_order() -> None:
+    # worst case: 3 working buys + position 4 + 3 = 10 passes, 4 more is 11
+    assert code(position=4, qty=3, working_same=3) == K.PASS
+    assert check(position=4, qty=4, working_same=3) == (K.MAX_POSITION, 11.0, 10.0)
+    # portfolio: 40,000 tick-lots of room at 20,000 ticks = 2 lots; checked after max_notional
+    port = dict(ref_ticks=20_000, last_ticks=20_000, port_notional_tl=40_000,
+                port_other=1_000.0, port_max=501_000.0)
+    assert code(qty=2, **port) == K.PASS
+    assert check(qty=3, **port) == (K.PORTFOLIO_NOTIONAL, 1_000.0 + 3 * 20_000 * 12.5, 501_000.0)
+    assert code(qty=3, max_notional_tl=40_000, **port) == K.MAX_NOTIONAL
+    assert code(qty=3, position=3, side=-1, **port) == K.PASS  # an exit
+    assert code(qty=1, port_notional_tl=-1) == K.PORTFOLIO_NOTIONAL  # already over the limit
