@@ -79,8 +79,12 @@ class BracketsMixin:
             return
         pos = self.positions.quantity(instrument_id)
         for bracket in list(live.values()):
-            if bracket.entry.filled and bracket.entry.side * pos <= 0 and not bracket.closed:
+            if bracket.closed or not bracket.entry.filled:
+                continue
+            if bracket.entry.side * pos <= 0:
                 self._close_bracket(bracket, pos)
+            else:  # another order moved the position: the legs may now cover too much
+                self._sync(bracket)
 
     def _close_bracket(self: OrderManager, bracket: Bracket, pos: int) -> None:
         bracket.closed = True
