@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
+import numpy as np
+
 from himari.brokers.sim import matching
 from himari.brokers.sim.config import SimVenueConfig
 from himari.brokers.sim.engine import MatchingEngine, Working
@@ -139,6 +141,15 @@ class SimExecutionClient:
     # ---- runner hooks, forwarded to the matching engine (the runner may call `.matching`)
 
     def next_execution(self, batch: TickBatch, start: int, stop: int) -> int:
+        """The matching engine's next execution, or earlier: the first tick at or after a
+        delivery in flight is due, so the runner advances the clock there (firing it) and the
+        orders sent in reaction can match the ticks that follow. Free with zero latency."""
+        if self._pending:
+            due = min(self._pending)
+            idx = start + int(np.searchsorted(batch.ts_ns[start:stop], due, side="left"))
+            if idx < stop:
+                k = self.matching.next_execution(batch, start, idx)
+                return k if k < idx else idx
         return self.matching.next_execution(batch, start, stop)
 
     def execute_at(self, batch: TickBatch, k: int) -> None:
