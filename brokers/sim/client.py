@@ -44,6 +44,7 @@ class _Status:
     status: str
     filled: int = 0
     ts_ns: int = 0
+    ack_due: int = 0  # when its ack reaches the listener: later news of the order never precede it
 
     def report(self) -> OrderStatusReport:
         r = self.request
@@ -72,7 +73,7 @@ class SimExecutionClient:
         self._cash_ticks: dict[str, int] = {}  # per instrument: -sum(side * lots * price)
         self._fees = Decimal(0)
         self._last_price: dict[str, int] = {}
-        self._pending: list[int] = []  # due times of deliveries not yet made (timers)
+        self._pending: list[int] = []  # due times of timers not yet fired (deliveries, cancels)
         self._orders = 0
         self._execs = 0
         self.fills = 0
@@ -99,14 +100,15 @@ class SimExecutionClient:
             return
         self._orders += 1
         venue_id = f"SIM-{self._orders}"
-        self._status[request.client_order_id] = _Status(request, venue_id, "accepted", 0, arrival)
+        self._status[request.client_order_id] = _Status(request, venue_id, "accepted", 0, arrival,
+                                                        arrival + self._out_ns)
         self.matching.add(request, arrival)
         self._deliver(request.ts_ns, self._in_ns + self._out_ns, listener.on_accepted,
                       request.client_order_id, venue_id)
 
     def cancel(self, client_order_id: str, ts_ns: int) -> None:
         if self._in_ns and self.clock is not None:
-            self.clock.set_timer(ts_ns + self._in_ns, lambda due: self._cancel_now(client_order_id, due))
+            self._later(ts_ns + self._in_ns, lambda due: self._cancel_now(client_order_id, due))
         else:
             self._cancel_now(client_order_id, ts_ns)
 
@@ -156,8 +158,8 @@ class SimExecutionClient:
         self.matching.execute_at(batch, k)
 
     def end_of_data(self, batch: TickBatch, max_passes: int = 16) -> None:
-        self.matching.end_of_data(batch, max_passes,
-                                  self._flush_pending if self._pending else None)
+        delayed = self.clock is not None and (self._in_ns or self._out_ns)
+        self.matching.end_of_data(batch, max_passes, self.flush if delayed else None)
 
     def warmup(self) -> None:
         matching.warmup()
@@ -198,7 +200,7 @@ class SimExecutionClient:
                                       price=price, fee=fee, liquidity=liquidity, ts_ns=ts_ns))
         listener = self._require_listener()
         if self._out_ns:
-            self._later(ts_ns + self._out_ns, lambda due: listener.on_fill(
+            self._later(max(ts_ns + self._out_ns, st.ack_due), lambda due: listener.on_fill(
                 req.client_order_id, exec_id, quantity, price, fee, liquidity, due,
                 instrument_id=inst_id, side=req.side))
         else:
@@ -208,8 +210,8 @@ class SimExecutionClient:
     def clipped(self, work: Working, reason: str, ts_ns: int) -> None:
         st = self._status[work.request.client_order_id]
         st.status, st.ts_ns = "cancelled", ts_ns
-        self._deliver(ts_ns, self._out_ns, self._require_listener().on_cancelled,
-                      work.request.client_order_id, reason)
+        self._deliver(ts_ns, self._delay_after_ack(st, ts_ns),
+                      self._require_listener().on_cancelled, work.request.client_order_id, reason)
 
     # ---- internals
 
@@ -220,8 +222,12 @@ class SimExecutionClient:
         self.matching.remove(work)
         st = self._status[client_order_id]
         st.status, st.ts_ns = "cancelled", ts_ns
-        self._deliver(ts_ns, self._out_ns, self._require_listener().on_cancelled,
-                      client_order_id, "cancel requested")
+        self._deliver(ts_ns, self._delay_after_ack(st, ts_ns),
+                      self._require_listener().on_cancelled, client_order_id, "cancel requested")
+
+    def _delay_after_ack(self, st: _Status, ts_ns: int) -> int:
+        """The out latency, stretched so the order's ack is delivered first (as venues do)."""
+        return max(self._out_ns, st.ack_due - ts_ns) if self._out_ns else 0
 
     def _deliver(self, ts_ns: int, delay: int, fn: Callable[..., None], *args: Any) -> None:
         """Call `fn(*args, ts)` at `ts_ns + delay` through the clock, or now when synchronous."""
@@ -240,11 +246,13 @@ class SimExecutionClient:
 
         self.clock.set_timer(due, fire)
 
-    def _flush_pending(self) -> None:
-        """End of data: let the deliveries still in flight arrive (a replay clock only)."""
+    def flush(self) -> None:
+        """End of a replay: deliver what is still in flight (acks, fills, cancels), advancing a
+        replay clock to each due time. The runner calls it after its final `cancel_all`. Does
+        nothing on a clock that cannot be advanced (live: the wall clock delivers)."""
         advance = getattr(self.clock, "advance_to", None)
         while self._pending and advance is not None:
-            advance(max(self._pending))
+            advance(min(self._pending))
 
     def _fee(self, instrument_id: str, price: int, qty: int, liquidity: str) -> Decimal:
         inst = self.instruments[instrument_id]

@@ -58,6 +58,8 @@ log = structlog.get_logger("himari.orders")
 __all__ = ["OrderManager", "LEG_KINDS"]
 
 DEFAULT_ACK_TIMEOUT_NS = 5_000_000_000
+_PAST_ACK = frozenset({OrderState.PARTIALLY_FILLED, OrderState.FILLED, OrderState.CANCELLED,
+                       OrderState.EXPIRED})  # an ack arriving now is stale news, not a conflict
 
 
 def _as_int(order_id: str, value: int) -> int:
@@ -160,6 +162,10 @@ class OrderManager(BracketsMixin, ReconcileMixin):
 
     def on_accepted(self, client_order_id: str, venue_order_id: str, ts_ns: int) -> None:
         order = self._lookup(client_order_id, "accepted")
+        if order is not None and order.state in _PAST_ACK:  # overtaken by its fill or cancel
+            order.venue_order_id = order.venue_order_id or venue_order_id
+            self.counters["late_acks"] += 1
+            return
         if order is None or not self._transition(order, Trigger.ACCEPT, ts_ns):
             return
         order.venue_order_id = venue_order_id

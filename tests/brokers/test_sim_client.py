@@ -209,3 +209,17 @@ def test_plugin_builds_the_client_with_its_matching_engine():
     c.matching.warmup()
     assert plugin.CONFIG is SimVenueConfig
     assert isinstance(plugin.build(SimVenueConfig(), {"X": INST}), SimExecutionClient)
+
+
+def test_flush_delivers_what_is_in_flight_and_news_never_precede_the_ack():
+    clock = ReplayClock(0)
+    c, rec = client(clock, latency_ms=1.0, ack_latency_ms=1.0, **NO_FEES)
+    c.submit(req("l", 1, 1, "limit", price=50, ts=0))
+    c.cancel("l", 0)  # reaches the venue at 1 ms, its answer 1 ms later
+    assert rec.events == []
+    c.flush()
+    assert rec.events == [("accepted", "l", 2 * 1_000_000), ("cancelled", "l", 2 * 1_000_000)]
+    c.submit(req("m", 1, 1, ts=2_000_000))
+    c.end_of_data(trades([100], ts=[2_000_000]))  # fills m at once, before its ack is out
+    kinds = [(e[0], e[1]) for e in rec.events]
+    assert kinds[2:] == [("accepted", "m"), ("fill", "m")] and c.working_orders() == 0

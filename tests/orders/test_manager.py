@@ -772,3 +772,12 @@ def test_connection_state_is_tracked() -> None:
     assert not rig.om.connected
     rig.om.on_connection("connected", 6)
     assert rig.om.connected and rig.om.counters["connection_disconnected"] == 1
+
+
+def test_ack_overtaken_by_its_fill_is_stale_news_not_a_conflict() -> None:
+    rig = Rig()
+    order = rig.submit(quantity=1)
+    rig.fill(order, 1, 10000)
+    rig.om.on_accepted(order.client_order_id, "V-7", 2_500)
+    assert order.state is S.FILLED and order.venue_order_id == "V-7"
+    assert rig.om.counters["late_acks"] == 1 and rig.om.counters["illegal_transitions"] == 0
