@@ -94,7 +94,9 @@ class SimExecutionClient:
         reason = self._check(request)
         if reason:
             self.rejects += 1
-            self._status[request.client_order_id] = _Status(request, "", "rejected", 0, arrival)
+            if request.client_order_id not in self._status:  # a duplicate keeps the original's
+                self._status[request.client_order_id] = _Status(request, "", "rejected", 0,
+                                                                arrival)
             self._deliver(request.ts_ns, self._in_ns + self._out_ns, listener.on_rejected,
                           request.client_order_id, reason)
             return
@@ -131,10 +133,9 @@ class SimExecutionClient:
         """Cash and equity relative to the start of the session (the sim holds no deposit)."""
         cash = -self._fees
         equity = cash
-        currency = ""
+        currency = next(iter(self.instruments.values())).currency if self.instruments else ""
         for inst_id, ticks in self._cash_ticks.items():
             inst = self.instruments[inst_id]
-            currency = currency or inst.currency
             cash += inst.money(ticks)
             equity += inst.money(ticks + self._positions.get(inst_id, 0)
                                  * self._last_price.get(inst_id, 0))

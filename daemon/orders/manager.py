@@ -42,8 +42,8 @@ import structlog
 
 from ..bus import Bus
 from ..clock import Clock
-from ..events import (ExecutionDiscrepancy, Fill, OrderAccepted, OrderCancelled, OrderExpired,
-                      OrderFilled, OrderIntent, OrderPartiallyFilled, OrderRejected, OrderSubmitted)
+from ..events import (Fill, OrderAccepted, OrderCancelled, OrderExpired, OrderFilled, OrderIntent,
+                      OrderPartiallyFilled, OrderRejected, OrderSubmitted)
 from ..ids import IdSource
 from ..instruments import Instrument
 from ..venue import CONNECTED, CancelRequest, ExecutionClient, OrderRequest
@@ -264,31 +264,6 @@ class OrderManager(BracketsMixin, ReconcileMixin):
 
     # ------------------------------------------------------------------ internals
 
-    def _external_fill(self, client_order_id: str, exec_id: str, quantity: int, price: int,
-                       fee: Decimal, liquidity: str, ts_ns: int, instrument_id: str,
-                       side: int) -> None:
-        """A fill for an order this manager never placed: the position follows the venue."""
-        self.counters["external_fills"] += 1
-        if instrument_id not in self._instruments or side not in (1, -1):
-            self.counters["unknown_orders"] += 1
-            log.error("external_fill_unbookable", client_order_id=client_order_id,
-                      exec_id=exec_id, instrument_id=instrument_id, side=side)
-            self._discrepancy("external_fill", ts_ns, instrument_id, client_order_id, exec_id,
-                              0, "not booked: unknown instrument or side")
-            return
-        if exec_id:
-            self._exec_ids.add(exec_id)
-        fill_id = self._ids.next("F")
-        fill = Fill(event_id=self._ids.next("E"), ts_ns=ts_ns, fill_id=fill_id, order_id="",
-                    client_order_id=client_order_id, instrument_id=instrument_id, side=side,
-                    quantity=quantity, price=price, fee=fee, liquidity=liquidity, exec_id=exec_id)
-        self._book(None, fill)
-        log.error("external_fill", client_order_id=client_order_id, exec_id=exec_id,
-                  instrument_id=instrument_id, side=side, quantity=quantity, price=price)
-        self._discrepancy("external_fill", ts_ns, instrument_id, client_order_id, exec_id,
-                          side * quantity, "fill for an order this manager does not know: booked")
-        self._brackets_after_fill(None, instrument_id)
-
     def _fill_event(self, order: Order, fill_id: str,
                     ts_ns: int) -> OrderFilled | OrderPartiallyFilled:
         keys = self._keys(order)
@@ -309,14 +284,6 @@ class OrderManager(BracketsMixin, ReconcileMixin):
         update = self.positions.update_event(fill.instrument_id, self._ids.next("E"), fill.ts_ns,
                                              fill.fill_id)
         self._publish(*records, update)
-
-    def _discrepancy(self, kind: str, ts_ns: int, instrument_id: str = "",
-                     client_order_id: str = "", exec_id: str = "", quantity: int = 0,
-                     detail: str = "") -> None:
-        self.counters["discrepancies"] += 1
-        self._emit(ExecutionDiscrepancy(
-            event_id=self._ids.next("E"), ts_ns=ts_ns, kind=kind, instrument_id=instrument_id,
-            client_order_id=client_order_id, exec_id=exec_id, quantity=quantity, detail=detail))
 
     def _send(self, order: Order, problem: str = "") -> None:
         self.orders[order.order_id] = order

@@ -1,5 +1,5 @@
-"""Outcomes that never come, status reports, reconciliation and restart (a mixin of
-`OrderManager`, sharing its state).
+"""Discrepancies, outcomes that never come, status reports, reconciliation and restart (a mixin
+of `OrderManager`, sharing its state).
 
 The broker is the truth. Nothing here ever re-sends an order: an order whose acknowledgement (or
 whose cancel's answer) is overdue is *asked about* by client order id, and the answer is applied:
@@ -8,7 +8,8 @@ whose cancel's answer) is overdue is *asked about* by client order id, and the a
   (`client.query_order`) and applies the answer with `apply_status_report`.
 - `apply_status_report(report | None, ts_ns, client_order_id=..., fills=...)`: fills are booked only
   from `FillReport`s (by exec id, each once); then the state machine is moved to the venue's status
-  (accepted, cancelled, rejected, expired; a fill status waits for its fills). An order the venue
+  (accepted, cancelled, rejected, expired; a fill status waits for its fills; a cancel the venue
+  never saw is forgotten, so `cancel` may ask again). An order the venue
   does not know is rejected (never acknowledged) or expired (it was), reason "absent at venue",
   with an `order_absent` discrepancy. A report that is behind the stream changes nothing.
 - `reconcile(client, ts_ns)`: the whole startup / periodic pass: book the venue's fills we lack,
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from ..events import ExecutionDiscrepancy, Fill
 from ..venue import ExecutionClient, FillReport, OrderStatusReport
 from .recovery import RecoveredState
 from .state import Order, OrderState
@@ -98,6 +100,12 @@ class ReconcileMixin:
         if status in ("accepted", "partially_filled", "filled"):
             if order.state is OrderState.SUBMITTED:
                 self.on_accepted(coid, report.venue_order_id, ts_ns)
+            asked = order.cancel_requested_ns
+            if asked is not None and asked <= ts_ns - self.ack_timeout_ns and status != "filled":
+                # the cancel was lost (the order still works long after): let the owner ask again
+                order.cancel_requested_ns = None
+                self.counters["cancels_lost"] += 1
+                log.warning("cancel_lost", order_id=order.order_id, client_order_id=coid)
         elif status == "cancelled":
             self.on_cancelled(coid, "cancelled at venue (status report)", ts_ns)
         elif status == "expired":
@@ -111,6 +119,39 @@ class ReconcileMixin:
         else:
             log.error("unknown_order_status", client_order_id=coid, status=status)
         return order
+
+    def _external_fill(self: OrderManager, client_order_id: str, exec_id: str, quantity: int,
+                       price: int, fee: Decimal, liquidity: str, ts_ns: int, instrument_id: str,
+                       side: int) -> None:
+        """A fill for an order this manager never placed: the position follows the venue."""
+        self.counters["external_fills"] += 1
+        if instrument_id not in self._instruments or side not in (1, -1):
+            self.counters["unknown_orders"] += 1
+            log.error("external_fill_unbookable", client_order_id=client_order_id,
+                      exec_id=exec_id, instrument_id=instrument_id, side=side)
+            self._discrepancy("external_fill", ts_ns, instrument_id, client_order_id, exec_id,
+                              0, "not booked: unknown instrument or side")
+            return
+        if exec_id:
+            self._exec_ids.add(exec_id)
+        fill_id = self._ids.next("F")
+        fill = Fill(event_id=self._ids.next("E"), ts_ns=ts_ns, fill_id=fill_id, order_id="",
+                    client_order_id=client_order_id, instrument_id=instrument_id, side=side,
+                    quantity=quantity, price=price, fee=fee, liquidity=liquidity, exec_id=exec_id)
+        self._book(None, fill)
+        log.error("external_fill", client_order_id=client_order_id, exec_id=exec_id,
+                  instrument_id=instrument_id, side=side, quantity=quantity, price=price)
+        self._discrepancy("external_fill", ts_ns, instrument_id, client_order_id, exec_id,
+                          side * quantity, "fill for an order this manager does not know: booked")
+        self._brackets_after_fill(None, instrument_id)
+
+    def _discrepancy(self: OrderManager, kind: str, ts_ns: int, instrument_id: str = "",
+                     client_order_id: str = "", exec_id: str = "", quantity: int = 0,
+                     detail: str = "") -> None:
+        self.counters["discrepancies"] += 1
+        self._emit(ExecutionDiscrepancy(
+            event_id=self._ids.next("E"), ts_ns=ts_ns, kind=kind, instrument_id=instrument_id,
+            client_order_id=client_order_id, exec_id=exec_id, quantity=quantity, detail=detail))
 
     async def reconcile(self: OrderManager, client: ExecutionClient, ts_ns: int) -> dict[str, int]:
         """Startup / periodic reconciliation with the venue (the truth). Returns what it did."""

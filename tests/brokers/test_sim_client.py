@@ -223,3 +223,12 @@ def test_flush_delivers_what_is_in_flight_and_news_never_precede_the_ack():
     c.end_of_data(trades([100], ts=[2_000_000]))  # fills m at once, before its ack is out
     kinds = [(e[0], e[1]) for e in rec.events]
     assert kinds[2:] == [("accepted", "m"), ("fill", "m")] and c.working_orders() == 0
+
+
+def test_duplicate_client_order_id_is_rejected_and_the_original_keeps_its_status():
+    c, rec = client(**NO_FEES)
+    c.submit(req("a", 1, 1, "limit", price=50))
+    c.submit(req("a", 1, 1, "limit", price=50))
+    assert rec.events[-1][0] == "rejected" and "duplicate" in rec.events[-1][2]
+    report = asyncio.run(c.query_order("a"))
+    assert report is not None and report.status == "accepted" and c.working_orders() == 1

@@ -781,3 +781,14 @@ def test_ack_overtaken_by_its_fill_is_stale_news_not_a_conflict() -> None:
     rig.om.on_accepted(order.client_order_id, "V-7", 2_500)
     assert order.state is S.FILLED and order.venue_order_id == "V-7"
     assert rig.om.counters["late_acks"] == 1 and rig.om.counters["illegal_transitions"] == 0
+
+
+def test_lost_cancel_is_forgotten_after_a_status_report_so_it_can_be_asked_again() -> None:
+    rig, venue = reporting_rig()
+    order = rig.submit(quantity=2)
+    rig.om.on_accepted(order.client_order_id, "V", 1_000)
+    assert rig.om.cancel(order.order_id) and not rig.om.cancel(order.order_id)
+    assert rig.om.overdue(2_000) == [order]
+    rig.om.apply_status_report(report(order, "accepted", 0), 2_000)
+    assert order.cancel_requested_ns is None and rig.om.counters["cancels_lost"] == 1
+    assert rig.om.cancel(order.order_id) and venue.cancels == [order.client_order_id] * 2
