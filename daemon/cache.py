@@ -1,8 +1,8 @@
-"""The cache: the one source of truth for instruments, orders, positions and last prices.
+"""The cache: the one place to read instruments, orders, positions, the account and last prices.
 
-Engines write it, everyone else reads it. The order manager owns the order records and the
-position book it keeps current (they live here, the manager is given them), the runner writes the
-last tick of each instrument, and the portfolio writes the account. Strategies, risk, reports and
+Engines write, everyone else reads. The order manager owns the order records and the position book
+(a journal restore replaces them, so the cache reads them through the manager, never a copy), the
+runner writes the last tick of each instrument, and the portfolio keeps the account. Strategies, risk, reports and
 (later) the admin API read through the methods below instead of reaching into an engine.
 
 Units are the core's: prices in integer ticks, quantities in signed integer lots.
@@ -10,7 +10,7 @@ Units are the core's: prices in integer ticks, quantities in signed integer lots
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from himari.daemon.instruments import Instrument
 from himari.daemon.orders.positions import PositionBook
@@ -20,14 +20,32 @@ if TYPE_CHECKING:
     from himari.daemon.portfolio import Portfolio
 
 
+class OrderBookOwner(Protocol):
+    orders: dict[str, Order]
+    positions: PositionBook
+
+
 class Cache:
     def __init__(self, instruments: dict[str, Instrument]) -> None:
         self.instruments = instruments
-        self.orders: dict[str, Order] = {}  # order id -> order (written by the order manager)
-        self.positions = PositionBook(instruments)  # written by the order manager
+        self._owner: OrderBookOwner | None = None
         self.portfolio: Portfolio | None = None  # set when the portfolio is built
         self._last_price: dict[str, int] = {}
         self._last_tick_ns: dict[str, int] = {}
+
+    def attach_orders(self, owner: OrderBookOwner) -> None:
+        """The order manager whose orders and positions this cache reads."""
+        self._owner = owner
+
+    @property
+    def orders(self) -> dict[str, Order]:
+        assert self._owner is not None, "the cache has no order manager attached"
+        return self._owner.orders
+
+    @property
+    def positions(self) -> PositionBook:
+        assert self._owner is not None, "the cache has no order manager attached"
+        return self._owner.positions
 
     # ---- written by the runner: the last tick actually seen (not a bar's close time)
 

@@ -42,6 +42,7 @@ from himari.daemon.pipeline import RiskGate
 from himari.daemon.portfolio import Portfolio
 from himari.daemon.recorder import DecisionRecorder
 from himari.daemon.risk.engine import RiskEngine
+from himari.daemon.risk.portfolio import PortfolioRisk
 from himari.daemon.stagetimer import StageTimer
 
 log = structlog.get_logger("himari.engine")
@@ -60,7 +61,8 @@ class TradingCore:
     cache: Cache
     client: Any  # the execution client
     om: OrderManager
-    risks: dict[str, RiskEngine]
+    risk: PortfolioRisk
+    gate: RiskGate
     portfolio: Portfolio
     strategies: list[Any]
     builders: dict[str, list[BarBuilder]]
@@ -71,27 +73,39 @@ class TradingCore:
     fills: list[Fill] = field(default_factory=list)
 
     @property
+    def risks(self) -> dict[str, RiskEngine]:
+        return self.risk.engines
+
+    @property
     def matching(self) -> Any:
-        """The matching engine the runner drives with ticks (the simulated exchange's), or None
-        for a remote venue."""
-        engine = getattr(self.client, "matching", None)
-        if engine is None and hasattr(self.client, "next_execution"):
-            engine = self.client  # a client that is its own matching engine
-        return engine
+        """What the runner drives with ticks: the simulated exchange's client, which forwards to
+        its matching engine and also stops at the ticks where a delayed acknowledgement or fill
+        is due; None for a remote venue (its fills arrive over the network)."""
+        return self.client if hasattr(self.client, "next_execution") else None
 
     def on_tick(self, instrument_id: str, price_ticks: int, ts_ns: int) -> None:
         """The last tick seen of an instrument (called by the runner before each bar it publishes
-        and at the end of each batch)."""
+        and at the end of each batch): the reference price and the stale-data clock."""
         self.cache.on_tick(instrument_id, price_ticks, ts_ns)
-        risk = self.risks.get(instrument_id)
-        if risk is not None:
-            risk.on_trade_price(price_ticks, ts_ns)
+        self.risk.on_last_tick(instrument_id, price_ticks, ts_ns)
+
+    def restore(self, state: Any) -> None:
+        """Adopt the state rebuilt from the journal, before any order (paper and live)."""
+        unknown = sorted(set(state.instruments) - set(self.instruments))
+        if unknown:
+            from himari.daemon.statedir import StartupError
+
+            raise StartupError(f"the state directory's journal holds orders or positions of "
+                               f"{', '.join(unknown)}, which this config does not trade; "
+                               f"configure them or use another state directory")
+        self.om.restore(state)
+        self.portfolio.restored()
+        self.gate.resync_working()
 
     def warmup(self) -> None:
         """Compile every kernel before the session reports ready (Numba caches them on disk)."""
         bars_mod.warmup()
-        for risk in self.risks.values():
-            risk.warmup()
+        self.risk.warmup()
         for obj in (self.matching, *self.matrices):
             fn = getattr(obj, "warmup", None)
             if fn is not None:
@@ -113,15 +127,14 @@ def build_core(cfg: HimariConfig, instruments: dict[str, Instrument], clock: Any
     cache = Cache(instruments)
 
     venue_mod = plugins.venue_module(cfg)
-    client = venue_mod.build(plugins.venue_config(cfg), instruments, clock=clock)
+    client = venue_mod.build(plugins.venue_config(cfg), instruments, clock=clock,
+                             session=ids.session)
     om = OrderManager(bus, clock, ids, instruments, client, journal=journal)
-    # The order manager writes orders and positions; the cache is where everyone reads them.
-    cache.orders = om.orders
-    cache.positions = om.positions
+    cache.attach_orders(om)  # the manager writes orders and positions; everyone reads the cache
 
-    risks = {inst_id: RiskEngine(cfg.risk, inst, ids) for inst_id, inst in instruments.items()}
-    first = next(iter(instruments))
-    RiskGate(bus, risks[first], om, timer).attach()
+    risk = PortfolioRisk(cfg.risk, instruments.values(), ids)  # one engine per instrument
+    gate = RiskGate(bus, risk, om, timer)
+    gate.attach()
 
     strategy_mod = plugins.strategy_module(cfg)
     strategy_cfg = plugins.strategy_config(cfg)
@@ -144,7 +157,7 @@ def build_core(cfg: HimariConfig, instruments: dict[str, Instrument], clock: Any
 
     portfolio = Portfolio(bus, cache, starting_cash=cfg.account.starting_cash,
                           currency=cfg.account.currency, fx_rates=dict(cfg.account.fx_rates),
-                          curve_spec=specs[0], risk_for=risks.get)
+                          curve_spec=specs[0], risk=risk)
 
     matrices = []
     if cfg.matrices.enabled:
@@ -154,7 +167,7 @@ def build_core(cfg: HimariConfig, instruments: dict[str, Instrument], clock: Any
             matrices.append(MatrixStage(bus, ids, inst, cfg.matrices.tactical,
                                         cfg.matrices.strategic, plugins.synergy_detector(cfg, ids)))
 
-    core = TradingCore(cfg, instruments, bus, clock, ids, timer, cache, client, om, risks,
+    core = TradingCore(cfg, instruments, bus, clock, ids, timer, cache, client, om, risk, gate,
                        portfolio, strategies, builders, matrices, None, journal, specs[0])
     bus.subscribe(Fill, core.fills.append, name="report.fills", order=200)
     if cfg.report.decision_log and out_dir is not None:

@@ -5,7 +5,8 @@ name from the tables below (the ones this package ships) or by an import path
 (`mypkg.mystrategy`), so adding an adapter or a strategy never edits `daemon/`. A plugin module
 exposes `CONFIG` (its msgspec config Struct) and `build(...)`:
 - strategy: `build(cfg, *, instrument, bus, clock, ids, cache) -> Strategy`
-- venue (execution client): `build(cfg, instruments, clock=None) -> ExecutionClient`
+- venue (execution client): `build(cfg, instruments, clock=None, session="") -> ExecutionClient`
+  (`session` is the daemon's id session: venue-side ids must not repeat across restarts)
 """
 
 from __future__ import annotations

@@ -26,13 +26,13 @@ from himari.daemon.report.metrics import EquityCurve
 
 
 class RiskInputs(Protocol):
-    """What the portfolio tells risk (RiskEngine per instrument, or the portfolio risk)."""
+    """What the portfolio tells risk (`risk/portfolio.py`: routed per instrument)."""
 
     def on_bar(self, bar: Bar) -> None: ...
 
     def on_equity(self, equity: Decimal, ts_ns: int) -> None: ...
 
-    def on_trade_closed(self, pnl: Decimal) -> None: ...
+    def on_trade_closed(self, instrument_id: str, pnl: Decimal) -> None: ...
 
 
 def fx_rates_for(instruments: Any, currency: str, rates: dict[str, Decimal]) -> dict[str, Decimal]:
@@ -56,15 +56,14 @@ def fx_rates_for(instruments: Any, currency: str, rates: dict[str, Decimal]) -> 
 
 class Portfolio:
     def __init__(self, bus: Bus, cache: Cache, *, starting_cash: Decimal, currency: str,
-                 fx_rates: dict[str, Decimal], curve_spec: str,
-                 risk_for: Callable[[str], RiskInputs | None]) -> None:
+                 fx_rates: dict[str, Decimal], curve_spec: str, risk: RiskInputs) -> None:
         self.cache = cache
         self.starting_cash = starting_cash
         self.currency = currency
         self.rates = fx_rates_for(cache.instruments.values(), currency, fx_rates)
         self.curve_spec = curve_spec
         self.curve = EquityCurve()
-        self._risk_for = risk_for
+        self.risk = risk
         self._trips_seen = 0
         self._single = len(cache.instruments) == 1
         cache.portfolio = self
@@ -106,9 +105,7 @@ class Portfolio:
     # ---- hot-path handlers
 
     def on_bar(self, bar: Bar) -> None:
-        risk = self._risk_for(bar.instrument_id)
-        if risk is not None:
-            risk.on_bar(bar)
+        self.risk.on_bar(bar)
         if bar.spec != self.curve_spec:
             return
         self.cache.positions.mark(bar.instrument_id, bar.close)
@@ -116,18 +113,18 @@ class Portfolio:
 
     def mark_equity(self, ts_ns: int, *, notify_risk: bool = True) -> Decimal:
         equity = self.equity()
-        for inst_id in self.cache.instruments if notify_risk else ():
-            risk = self._risk_for(inst_id)
-            if risk is not None:
-                risk.on_equity(equity, ts_ns)
+        if notify_risk:
+            self.risk.on_equity(equity, ts_ns)
         self.curve.append(ts_ns, float(equity), self.exposure_lots())
         return equity
+
+    def restored(self) -> None:
+        """After a journal restore: its round trips are history, not news for risk."""
+        self._trips_seen = len(self.cache.positions.round_trips)
 
     def on_position(self, ev: PositionUpdate) -> None:
         trips = self.cache.positions.round_trips
         while self._trips_seen < len(trips):
             trip = trips[self._trips_seen]
             self._trips_seen += 1
-            risk = self._risk_for(trip.instrument_id)
-            if risk is not None:
-                risk.on_trade_closed(trip.net_pnl)
+            self.risk.on_trade_closed(trip.instrument_id, trip.net_pnl)

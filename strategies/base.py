@@ -58,6 +58,8 @@ class Strategy:
 
     def on_start(self, order: int = 50) -> None:
         """Subscribe the handlers (hot path, `order` 50: after the portfolio and matrices)."""
+        if self.cache is not None:  # a restarted daemon may already hold a position
+            self.position = self.cache.position(self.instrument_id)
         sub = self.bus.subscribe
         name = self.strategy_id
         sub(PositionUpdate, self._on_position, name=f"{name}.position", order=order)

@@ -10,7 +10,8 @@ from himari.daemon.configbase import ConfigError, check_choice, check_range
 
 
 class SimVenueConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    latency_ms: float = 0.0  # order becomes eligible to match this long after it was sent
+    latency_ms: float = 0.0  # order (and cancel) reaches the matching engine this long after it was sent
+    ack_latency_ms: float = 0.0  # acks, rejects, fills, cancels reach the order manager this late
     slippage_ticks: int = 0  # market and triggered stop orders fill this many ticks worse
     taker_fee_bps: Decimal = Decimal("1.0")  # fee on notional for orders that take liquidity
     maker_fee_bps: Decimal = Decimal("0.0")  # fee on notional for resting limit fills
@@ -20,6 +21,7 @@ class SimVenueConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 
     def __post_init__(self) -> None:
         check_range("venue.params.latency_ms", self.latency_ms, 0.0, 60_000.0)
+        check_range("venue.params.ack_latency_ms", self.ack_latency_ms, 0.0, 60_000.0)
         check_range("venue.params.slippage_ticks", self.slippage_ticks, 0, 1_000_000)
         for key, value in (("venue.params.taker_fee_bps", self.taker_fee_bps),
                            ("venue.params.maker_fee_bps", self.maker_fee_bps)):

@@ -1,41 +1,40 @@
 """The order manager: one state machine per order, positions, and one-cancels-other brackets.
 
-It is the venue's `VenueListener` and reaches a venue only through a `VenueClient`. Everything is
-synchronous; a venue may call back from inside `submit` / `cancel` (an immediate reject, fill or
-cancel confirmation) or later, and both work: an order is registered and SUBMITTED before it is
-sent, and bracket resizing tolerates being re-entered.
+It is the execution client's `ExecutionListener` and reaches a venue only through an
+`ExecutionClient` (daemon/venue.py). Callbacks are synchronous; a venue may call back from inside
+`submit` / `cancel` (an immediate reject, fill or cancel confirmation) or later, and both work: an
+order is registered and SUBMITTED before it is sent, and bracket resizing tolerates being re-entered.
 
-Durability (write-ahead): with a journal, a submission (OrderSubmitted + the OrderRequest), a
-cancel request, every order event and every Fill are written before they are published or sent.
+Durability (write-ahead): with a journal, the OrderIntent, then the submission (OrderSubmitted + the
+OrderRequest), a cancel request (`CancelRequest`), every order event, every Fill (with the venue's
+`exec_id`) and every ExecutionDiscrepancy are written before they are published or sent.
+
+Fills are identified by the venue's execution id and each is applied exactly once, logged, and
+counted in `counters`; what does not fit the order is still booked, because the position follows
+the venue, and raises an `ExecutionDiscrepancy`:
+- a duplicate exec id is ignored (`duplicate_fill`);
+- a fill beyond the order's quantity (`overfill`) or after a terminal state (`late_fill`: it raced a
+  confirmed cancel) is booked to the order's fills and the position; the state never leaves a
+  terminal state;
+- a fill for an unknown client order id is booked to its instrument's position when the client
+  gives `instrument_id` and `side` (`external_fill`; without them it cannot be booked and is only
+  reported).
+Outcomes that never come, status reports, reconciliation and restart are in `reconcile.py`; bracket
+legs in `brackets.py`.
 
 Per fill the bus sees, in order: OrderPartiallyFilled | OrderFilled (`filled_quantity` is the
 order's cumulative filled lots; the Fill carries this execution's lots), then the Fill, then the
 PositionUpdate, and those three are contiguous: an event the manager raises while its own events
 are being dispatched (a handler that submits, a venue that answers synchronously) is journaled and
-sent at once but published after them. Venue messages that do not fit (unknown client order id,
-illegal transition, overfill, non-integer quantity or price) are logged, counted in `counters`
-and change nothing.
-
-Brackets. An entry that carries stop_loss and/or take_profit gets protective legs, opposite side
-and reduce_only: a stop order at stop_loss and a limit order at take_profit. The legs of each kind
-always cover `target = entry.filled - lots exited by legs`:
-- entry fills (partially or fully): each kind grows by one extra leg for the uncovered lots, so a
-  partially filled entry is protected fill by fill and no working leg is ever cancelled to grow;
-- a leg fills: the other kind now covers more than the target, so its working legs are cancelled
-  and, once the venue confirms the cancels, one leg for the new target is placed (cancel, then
-  replace: the legs never cover more than the position except during that cancel round trip).
-  A complete fill makes the target 0, so the other kind is just cancelled (one-cancels-other);
-- a leg fill also cancels the entry's unfilled remainder: the trade is over once it is exited;
-- cancelling the entry cancels only its working remainder: legs protecting filled lots stay;
-- a leg the venue rejects, expires or cancels unasked, or that the caller cancels, disables
-  that kind for the bracket (logged and counted) rather than being re-placed in a loop.
+sent at once but published after them. Other venue messages that do not fit (unknown client order
+id, illegal transition, non-integer quantity or price) are logged, counted in `counters` and
+change nothing.
 """
 
 from __future__ import annotations
 
 import operator
 from collections import defaultdict, deque
-from dataclasses import dataclass, field
 from decimal import Decimal
 
 import msgspec
@@ -47,26 +46,23 @@ from ..events import (Fill, OrderAccepted, OrderCancelled, OrderExpired, OrderFi
                       OrderPartiallyFilled, OrderRejected, OrderSubmitted)
 from ..ids import IdSource
 from ..instruments import Instrument
-from ..venue import OrderRequest, VenueClient
+from ..venue import CONNECTED, CancelRequest, ExecutionClient, OrderRequest
+from .brackets import LEG_KINDS, Bracket, BracketsMixin
 from .journal import Journal
 from .positions import PositionBook
-from .state import IllegalTransition, InvalidFill, Order, OrderState, Overfill, Trigger, validate
+from .reconcile import ReconcileMixin
+from .state import IllegalTransition, InvalidFill, Order, OrderState, Trigger, validate
 
 log = structlog.get_logger("himari.orders")
 
-LEG_KINDS = (("stop_loss", "stop"), ("take_profit", "limit"))  # (role, order type)
+__all__ = ["OrderManager", "LEG_KINDS"]
+
+DEFAULT_ACK_TIMEOUT_NS = 5_000_000_000
+_PAST_ACK = frozenset({OrderState.PARTIALLY_FILLED, OrderState.FILLED, OrderState.CANCELLED,
+                       OrderState.EXPIRED})  # an ack arriving now is stale news, not a conflict
 
 
-@dataclass(slots=True)
-class _Bracket:
-    entry: Order
-    legs: list[Order] = field(default_factory=list)
-    disabled: set[str] = field(default_factory=set)  # leg roles no longer placed
-    busy: bool = False
-    dirty: bool = False
-
-
-def _as_int(order: Order, value: int) -> int:
+def _as_int(order_id: str, value: int) -> int:
     """A venue's integer (numpy ints included) as a Python int; anything else (a float price,
     a bool) is refused: ticks and lots are exact integers."""
     try:
@@ -74,21 +70,27 @@ def _as_int(order: Order, value: int) -> int:
             raise TypeError
         return operator.index(value)
     except TypeError:
-        raise InvalidFill(order.order_id, value) from None
+        raise InvalidFill(order_id, value) from None
 
 
-class OrderManager:
+class OrderManager(BracketsMixin, ReconcileMixin):
     def __init__(self, bus: Bus, clock: Clock, ids: IdSource, instruments: dict[str, Instrument],
-                 venue: VenueClient, journal: Journal | None = None) -> None:
+                 venue: ExecutionClient, journal: Journal | None = None, *,
+                 ack_timeout_ns: int = DEFAULT_ACK_TIMEOUT_NS) -> None:
         self._bus, self._clock, self._ids = bus, clock, ids
         self._instruments = instruments
         self._venue = venue
         self._journal = journal
+        self.ack_timeout_ns = ack_timeout_ns
         self.positions = PositionBook(instruments)
         self.counters: dict[str, int] = defaultdict(int)
         self.orders: dict[str, Order] = {}
+        self.connected = True
         self._by_client: dict[str, Order] = {}
-        self._brackets: dict[str, _Bracket] = {}  # entry order id -> bracket
+        self._exec_ids: set[str] = set()  # venue execution ids booked (a duplicate is ignored)
+        self._brackets: dict[str, Bracket] = {}  # entry order id -> bracket
+        self._live_brackets: dict[str, dict[str, Bracket]] = {}  # instrument -> not yet over
+        self._fills_since_ns = 0  # reconciliation asks the venue for fills from here on
         self._outbox: deque[msgspec.Struct] = deque()
         self._draining = False
         venue.set_listener(self)
@@ -107,8 +109,9 @@ class OrderManager:
             decision_id=intent.decision_id, intent_id=intent.event_id,
             strategy_id=intent.strategy_id, reduce_only=intent.reduce_only,
             stop_loss=stop_loss, take_profit=take_profit)
+        self._record(intent)  # the intent, before the order it becomes
         if stop_loss is not None or take_profit is not None:
-            self._brackets[order.order_id] = _Bracket(order)
+            self._add_bracket(order)
         self._send(order, validate(order, self._instruments))
         return order
 
@@ -145,18 +148,24 @@ class OrderManager:
     def get(self, order_id: str) -> Order | None:
         return self.orders.get(order_id)
 
+    def by_client_order_id(self, client_order_id: str) -> Order | None:
+        return self._by_client.get(client_order_id)
+
+    def knows_exec_id(self, exec_id: str) -> bool:
+        return exec_id in self._exec_ids
+
     def stats(self) -> dict[str, int]:
         """Counters for the report (lifecycle, refusals, bracket legs) and open orders now."""
         return {**dict(sorted(self.counters.items())), "open_orders": len(self.open_orders())}
-
-    def legs(self, entry_order_id: str) -> list[Order]:
-        bracket = self._brackets.get(entry_order_id)
-        return list(bracket.legs) if bracket else []
 
     # ------------------------------------------------------------------ venue callbacks
 
     def on_accepted(self, client_order_id: str, venue_order_id: str, ts_ns: int) -> None:
         order = self._lookup(client_order_id, "accepted")
+        if order is not None and order.state in _PAST_ACK:  # overtaken by its fill or cancel
+            order.venue_order_id = order.venue_order_id or venue_order_id
+            self.counters["late_acks"] += 1
+            return
         if order is None or not self._transition(order, Trigger.ACCEPT, ts_ns):
             return
         order.venue_order_id = venue_order_id
@@ -186,53 +195,95 @@ class OrderManager:
                                 reason=reason))
         self._leg_ended(order, asked=False)
 
-    def on_fill(self, client_order_id: str, quantity: int, price: int, fee: Decimal,
-                liquidity: str, ts_ns: int) -> None:
-        order = self._lookup(client_order_id, "fill")
-        if order is None:
+    def on_connection(self, state: str, ts_ns: int) -> None:
+        """The client's link came up or went down. After a reconnect the owner must run
+        `reconcile`: outcomes may have been missed while it was down."""
+        self.connected = state == CONNECTED
+        self.counters[f"connection_{state}"] += 1
+        log.warning("execution_connection", state=state, ts_ns=ts_ns)
+
+    def on_fill(self, client_order_id: str, exec_id: str, quantity: int, price: int,
+                fee: Decimal, liquidity: str, ts_ns: int, *, instrument_id: str = "",
+                side: int = 0) -> None:
+        """One execution, identified by the venue's `exec_id` (booked once). `instrument_id` and
+        `side` are needed only to book a fill for an order this manager does not know."""
+        if exec_id and exec_id in self._exec_ids:
+            self.counters["duplicate_fills"] += 1
+            log.warning("duplicate_fill", exec_id=exec_id, client_order_id=client_order_id)
+            self._discrepancy("duplicate_fill", ts_ns, instrument_id, client_order_id, exec_id,
+                              0, "execution id already booked: ignored")
             return
+        order = self._by_client.get(client_order_id)
         fee = fee if isinstance(fee, Decimal) else Decimal(str(fee))
         try:
-            quantity, price = _as_int(order, quantity), _as_int(order, price)
-            order.apply_fill(quantity, price, fee, ts_ns)
-        except (IllegalTransition, Overfill, InvalidFill) as exc:
-            kind = {IllegalTransition: "illegal_transitions", Overfill: "overfills",
-                    InvalidFill: "invalid_fills"}[type(exc)]
-            self.counters[kind] += 1
-            log.error("fill_refused", error=str(exc), order_id=order.order_id,
-                      client_order_id=client_order_id, quantity=quantity, price=price)
+            oid = order.order_id if order is not None else client_order_id
+            quantity, price = _as_int(oid, quantity), _as_int(oid, price)
+            if quantity <= 0:
+                raise InvalidFill(oid, quantity)
+        except InvalidFill as exc:
+            self.counters["invalid_fills"] += 1
+            log.error("fill_refused", error=str(exc), client_order_id=client_order_id,
+                      exec_id=exec_id, quantity=quantity, price=price)
             return
+        if order is None:
+            self._external_fill(client_order_id, exec_id, quantity, price, fee, liquidity, ts_ns,
+                                instrument_id, side)
+            return
+        kind, detail = "", ""
+        order_event: OrderFilled | OrderPartiallyFilled | None = None
         fill_id = self._ids.next("F")
-        keys = self._keys(order)
-        order_event: OrderFilled | OrderPartiallyFilled
-        if order.state is OrderState.FILLED:
-            order_event = OrderFilled(event_id=self._ids.next("E"), ts_ns=ts_ns, **keys,
-                                      fill_id=fill_id, filled_quantity=order.filled)
+        if order.is_terminal:
+            expected = order.filled + quantity <= order.venue_filled  # a report announced it
+            if not expected:
+                kind = "overfill" if order.state is OrderState.FILLED else "late_fill"
+                detail = f"fill of {quantity} lots after the order was {order.state}"
+            order.book_late_fill(quantity, price, fee)
         else:
-            order_event = OrderPartiallyFilled(
-                event_id=self._ids.next("E"), ts_ns=ts_ns, **keys, fill_id=fill_id,
-                filled_quantity=order.filled, leaves_quantity=order.leaves)
-        fill = Fill(event_id=self._ids.next("E"), ts_ns=ts_ns, fill_id=fill_id, **keys,
-                    side=order.side, quantity=quantity, price=price, fee=fee,
-                    liquidity=liquidity, decision_id=order.decision_id)
-        self._record(order_event, fill)
-        self.counters["fills"] += 1
-        self.counters[str(order.state)] += 1
-        self.positions.apply_fill(order.instrument_id, order.side, quantity, price, fee, ts_ns)
-        update = self.positions.update_event(order.instrument_id, self._ids.next("E"), ts_ns,
-                                             fill_id)
-        self._publish(order_event, fill, update)
-        if order.role == "entry":
-            if order.order_id in self._brackets:
-                self._sync(self._brackets[order.order_id])
+            if quantity > order.leaves:
+                kind = "overfill"
+                detail = f"fill of {quantity} lots exceeds leaves {order.leaves}"
+            order.apply_fill(quantity, price, fee, ts_ns, allow_overfill=True)
+            order_event = self._fill_event(order, fill_id, ts_ns)
+        if exec_id:
+            self._exec_ids.add(exec_id)
         else:
-            bracket = self._brackets.get(order.parent_order_id)
-            if bracket is not None:
-                if not bracket.entry.is_terminal:
-                    self._request_cancel(bracket.entry, "bracket_exited")
-                self._sync(bracket)
+            self.counters["fills_without_exec_id"] += 1
+        fill = Fill(event_id=self._ids.next("E"), ts_ns=ts_ns, fill_id=fill_id,
+                    **self._keys(order), side=order.side, quantity=quantity, price=price, fee=fee,
+                    liquidity=liquidity, decision_id=order.decision_id, exec_id=exec_id)
+        self._book(order_event, fill)
+        if order_event is not None:
+            self.counters[str(order.state)] += 1
+        if kind:
+            self.counters[kind + "s"] += 1
+            log.error(kind, order_id=order.order_id, client_order_id=client_order_id,
+                      exec_id=exec_id, quantity=quantity, detail=detail)
+            self._discrepancy(kind, ts_ns, order.instrument_id, client_order_id, exec_id,
+                              order.side * quantity, detail)
+        self._brackets_after_fill(order, order.instrument_id)
 
     # ------------------------------------------------------------------ internals
+
+    def _fill_event(self, order: Order, fill_id: str,
+                    ts_ns: int) -> OrderFilled | OrderPartiallyFilled:
+        keys = self._keys(order)
+        if order.state is OrderState.FILLED:
+            return OrderFilled(event_id=self._ids.next("E"), ts_ns=ts_ns, **keys,
+                               fill_id=fill_id, filled_quantity=order.filled)
+        return OrderPartiallyFilled(event_id=self._ids.next("E"), ts_ns=ts_ns, **keys,
+                                    fill_id=fill_id, filled_quantity=order.filled,
+                                    leaves_quantity=order.leaves)
+
+    def _book(self, order_event: OrderFilled | OrderPartiallyFilled | None, fill: Fill) -> None:
+        """Journal, book to the position and publish one fill (with its order event)."""
+        records = (fill,) if order_event is None else (order_event, fill)
+        self._record(*records)
+        self.counters["fills"] += 1
+        self.positions.apply_fill(fill.instrument_id, fill.side, fill.quantity, fill.price,
+                                  fill.fee, fill.ts_ns)
+        update = self.positions.update_event(fill.instrument_id, self._ids.next("E"), fill.ts_ns,
+                                             fill.fill_id)
+        self._publish(*records, update)
 
     def _send(self, order: Order, problem: str = "") -> None:
         self.orders[order.order_id] = order
@@ -269,10 +320,8 @@ class OrderManager:
             return False
         ts = self._clock.now_ns()
         order.cancel_requested_ns = ts
-        if self._journal is not None:
-            self._journal.write_raw("CancelRequest", {
-                "ts_ns": ts, "order_id": order.order_id,
-                "client_order_id": order.client_order_id, "reason": reason})
+        self._record(CancelRequest(ts_ns=ts, order_id=order.order_id,
+                                   client_order_id=order.client_order_id, reason=reason))
         self.counters["cancel_requests"] += 1
         try:
             self._venue.cancel(order.client_order_id, ts)
@@ -292,66 +341,6 @@ class OrderManager:
         self._emit(OrderRejected(event_id=self._ids.next("E"), ts_ns=ts_ns, **self._keys(order),
                                  reason=reason))
         self._leg_ended(order, asked=False)
-
-    def _leg_ended(self, order: Order, asked: bool) -> None:
-        """A terminal cancel / reject / expiry: let the bracket react."""
-        if order.role == "entry":
-            return  # legs protecting filled lots stay; an unfilled entry has no legs
-        bracket = self._brackets.get(order.parent_order_id)
-        if bracket is None:
-            return
-        if not asked and order.role not in bracket.disabled:
-            bracket.disabled.add(order.role)
-            self.counters["bracket_leg_failures"] += 1
-            log.error("bracket_leg_failed", order_id=order.order_id, role=order.role,
-                      entry_order_id=bracket.entry.order_id, state=str(order.state),
-                      reason=order.reason)
-        self._sync(bracket)
-
-    def _sync(self, bracket: _Bracket) -> None:
-        """Bring the legs to `target` lots per kind; re-entrant calls are folded into a rerun."""
-        if bracket.busy:
-            bracket.dirty = True
-            return
-        bracket.busy = True
-        try:
-            bracket.dirty = True
-            while bracket.dirty:
-                bracket.dirty = False
-                self._sync_once(bracket)
-        finally:
-            bracket.busy = False
-
-    def _sync_once(self, bracket: _Bracket) -> None:
-        entry = bracket.entry
-        target = max(0, entry.filled - sum(leg.filled for leg in bracket.legs))
-        for role, order_type in LEG_KINDS:
-            price = entry.stop_loss if role == "stop_loss" else entry.take_profit
-            if price is None:
-                continue
-            live = [leg for leg in bracket.legs if leg.role == role and not leg.is_terminal]
-            active = [leg for leg in live if leg.cancel_requested_ns is None]
-            covered = sum(leg.leaves for leg in active)
-            if covered > target:  # shrink: cancel now, replace after the venue confirms
-                for leg in active:
-                    self._request_cancel(leg, "bracket_resize" if target else "oco")
-            elif covered < target and len(live) == len(active) and role not in bracket.disabled:
-                self._place_leg(bracket, role, order_type, price, target - covered)
-
-    def _place_leg(self, bracket: _Bracket, role: str, order_type: str, price: int,
-                   quantity: int) -> None:
-        entry = bracket.entry
-        leg = Order(
-            order_id=self._ids.next("O"), client_order_id=self._ids.next("C"),
-            instrument_id=entry.instrument_id, side=-entry.side, quantity=quantity,
-            order_type=order_type, price=price, time_in_force="gtc",
-            ts_init=self._clock.now_ns(), decision_id=entry.decision_id,
-            intent_id=entry.intent_id, strategy_id=entry.strategy_id, reduce_only=True,
-            role=role, parent_order_id=entry.order_id)
-        bracket.legs.append(leg)
-        entry.leg_order_ids.append(leg.order_id)
-        self.counters["bracket_legs"] += 1
-        self._send(leg)
 
     def _lookup(self, client_order_id: str, what: str) -> Order | None:
         order = self._by_client.get(client_order_id)

@@ -149,6 +149,7 @@ class Order:
     venue_order_id: str = ""
     reason: str = ""
     cancel_requested_ns: int | None = None
+    venue_filled: int = 0  # lots the venue last reported filled (status report); 0 if never asked
     history: list[tuple[OrderState, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -166,7 +167,7 @@ class Order:
     @property
     def leaves(self) -> int:
         """Lots still able to fill: 0 once the order is terminal."""
-        return 0 if self.state in TERMINAL_STATES else self.quantity - self.filled
+        return 0 if self.state in TERMINAL_STATES else max(0, self.quantity - self.filled)
 
     @property
     def avg_fill_price(self) -> Fraction | None:
@@ -192,25 +193,41 @@ class Order:
         self.history.append((self.state, ts_ns))
         return self.state
 
-    def apply_fill(self, quantity: int, price: int, fee: Decimal, ts_ns: int) -> OrderState:
+    def apply_fill(self, quantity: int, price: int, fee: Decimal, ts_ns: int, *,
+                   allow_overfill: bool = False) -> OrderState:
         """Account one execution. Validates everything before mutating: InvalidFill for a
         quantity that is not a positive int or a price that is not an int, IllegalTransition
-        when the state cannot fill, Overfill when `quantity` exceeds the leaves."""
+        when the state cannot fill, Overfill when `quantity` exceeds the leaves (unless
+        `allow_overfill`: the venue executed it, so it is booked and the order is FILLED with
+        `filled` above `quantity`)."""
+        self._check_fill(quantity, price)
+        remaining = self.quantity - self.filled
+        trigger = Trigger.FILL if quantity >= remaining else Trigger.PARTIAL_FILL
+        new = next_state(self.order_id, self.state, trigger)  # FILL and PARTIAL_FILL share sources
+        if quantity > remaining and not allow_overfill:
+            raise Overfill(self.order_id, quantity, remaining)
+        self._account(quantity, price, fee)
+        self.state = new
+        self.history.append((new, ts_ns))
+        return new
+
+    def book_late_fill(self, quantity: int, price: int, fee: Decimal) -> None:
+        """Account an execution the venue reports after the order became terminal (a fill that
+        raced a confirmed cancel, an overfill after FILLED). The state does not change: nothing
+        leaves a terminal state, but the order's fills stay equal to the venue's."""
+        self._check_fill(quantity, price)
+        self._account(quantity, price, fee)
+
+    def _check_fill(self, quantity: int, price: int) -> None:
         if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity <= 0:
             raise InvalidFill(self.order_id, quantity)
         if isinstance(price, bool) or not isinstance(price, int):
             raise InvalidFill(self.order_id, price)
-        remaining = self.quantity - self.filled
-        trigger = Trigger.FILL if quantity >= remaining else Trigger.PARTIAL_FILL
-        new = next_state(self.order_id, self.state, trigger)  # FILL and PARTIAL_FILL share sources
-        if quantity > remaining:
-            raise Overfill(self.order_id, quantity, remaining)
+
+    def _account(self, quantity: int, price: int, fee: Decimal) -> None:
         self.filled += quantity
         self.notional += quantity * price
         self.fees += fee
-        self.state = new
-        self.history.append((new, ts_ns))
-        return new
 
 
 def validate(order: Order, instrument_ids: Collection[str]) -> str:

@@ -62,7 +62,8 @@ def build_report(session: "Session", files: dict[str, str], *, startup_seconds: 
         "bars_dropped": dropped,
         "decisions": sum(s.decisions for s in session.strategies),
         "orders": int(session.bus.published.get("OrderSubmitted", 0)),
-        "orders_rejected_by_risk": sum(sum(r.rejected.values()) for r in session.risks.values()),
+        "orders_rejected_by_risk": sum(sum(r.rejected.values()) for r in session.risks.values())
+        + sum(session.core.risk.rejected.values()),
         "orders_rejected_by_venue": int(session.bus.published.get("OrderRejected", 0)),
         "fills": len(session.fills),
         "round_trips": len(trips),
@@ -90,8 +91,7 @@ def build_report(session: "Session", files: dict[str, str], *, startup_seconds: 
         "stage_latency_us": stages,
         "stage_latency_note": ("bars and venue_match: per batch (items = ticks); handlers: per "
                                "event, inclusive of the handlers they publish to synchronously"),
-        "risk": session.risk.snapshot() if len(session.risks) == 1 else
-        {i: r.snapshot() for i, r in session.risks.items()},
+        "risk": session.risk.snapshot(),
         "bus": {"published": dict(session.bus.published),
                 "handler_errors": dict(session.bus.handler_errors),
                 "queues": session.bus.queue_stats()},

@@ -1,12 +1,15 @@
 """The live runner: the wall clock, a data client, timers; the same trading core as a replay.
 
-`run_live` builds the core (`engine.py`) on a `LiveClock`, warms every kernel, warms the feature
-matrices from the data client's history window, starts the strategies, then runs two owned tasks
+`run_live` builds the core (`engine.py`) on a `LiveClock`, warms every kernel, adopts and
+reconciles the state directory's journal (a restart), warms the feature matrices from the data
+client's history window, starts the strategies, then runs three owned tasks
 until the configured duration passes, the data ends, or SIGTERM/SIGINT/SIGHUP cancels the session:
 
 - the **feed** task hands each batch to the same `ReplayLoop` a replay uses (bars to the next
   event, the matching engine of a simulated exchange in between), so a strategy, risk and the
   order manager see exactly what they would see in a replay of the same ticks;
+- the **overdue** task looks up, by client order id, any order the venue has not acknowledged
+  within the order manager's timeout, and applies the answer (never a blind resend);
 - the **timer** task sleeps until the next due time and then (1) fires the clock's timers (the
   simulated exchange's latency deliveries), (2) closes every time bar whose end has passed by
   `bar_close_delay_ms` even when no tick arrived after it, and (3) at each 30-minute boundary
@@ -34,7 +37,7 @@ from himari.daemon.engine import MATRIX_BAR_SPEC, TradingCore, build_core
 from himari.daemon.feeds.client import PacedDataClient
 from himari.daemon.ids import IdSource
 from himari.daemon.orders.journal import Journal
-from himari.daemon.orders.recovery import RecoveredState
+from himari.daemon.orders.recovery import RecoveredState, load_state
 from himari.daemon.replay import ReplayLoop
 from himari.daemon.runners.replay import ReplaySession
 from himari.daemon.sources import open_source
@@ -115,6 +118,17 @@ class LiveRunner:
             self.strategic_flushes += 1
             self._next_flush_ns = boundary + STRATEGIC_FLUSH_NS + self.delay_ns
 
+    async def watch_overdue(self, every_s: float = 1.0) -> None:
+        """An order the venue never acknowledged (or a cancel it never answered) is looked up
+        by client order id and the answer applied: never a blind resend."""
+        om, client = self.core.om, self.core.client
+        while True:
+            await asyncio.sleep(every_s)
+            for order in om.overdue(self.clock.now_ns()):
+                report = await client.query_order(order.client_order_id)
+                om.apply_status_report(report, self.clock.now_ns(),
+                                       client_order_id=order.client_order_id)
+
     async def drain_timers(self, max_wait_s: float = 2.0) -> None:
         """At a stop: let deliveries already scheduled (a simulated exchange's acknowledgement
         and fill latency) arrive, waiting at most `max_wait_s`."""
@@ -136,6 +150,23 @@ class LiveRunner:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
             self.on_timers()
+
+
+async def recover(core: TradingCore, state_dir: Path) -> None:
+    """Adopt the journal's state (rebuilt with this session's instruments, in-flight orders
+    already settled by `runtime.prepare_state`) and reconcile it with the execution client before
+    the first order: fills the venue has that we lack are booked once, positions follow the
+    venue. The in-process simulated exchange has no memory of its own, so it is first given
+    back the positions the journal proves."""
+    state = load_state(state_dir, core.instruments)
+    adopt = getattr(core.client, "adopt_positions", None)
+    if adopt is not None:
+        adopt({i: state.positions.quantity(i) for i in state.instruments})
+    core.restore(state)
+    summary = await core.om.reconcile(core.client, core.clock.now_ns())
+    log.info("recovered", orders=len(state.orders), fills=state.fills,
+             positions={i: state.positions.quantity(i) for i in state.instruments},
+             reconcile=summary)
 
 
 async def run_live(cfg: HimariConfig, out_dir: Path, on_ready: Any = None, *,
@@ -162,6 +193,8 @@ async def run_live(cfg: HimariConfig, out_dir: Path, on_ready: Any = None, *,
     session = ReplaySession(cfg, source, core, loop)
     core.warmup()
     source.warmup()
+    if recovered is not None and journal_path is not None:
+        await recover(core, journal_path.parent)
     await data.connect()
     for inst_id in core.instruments:
         data.subscribe(inst_id, ("trades", "quotes"))
@@ -182,7 +215,8 @@ async def run_live(cfg: HimariConfig, out_dir: Path, on_ready: Any = None, *,
     try:
         feed_task = asyncio.create_task(runner.feed(), name="live-feed")
         timer_task = asyncio.create_task(runner.timers(), name="live-timers")
-        tasks = [feed_task, timer_task]
+        watch_task = asyncio.create_task(runner.watch_overdue(), name="live-overdue")
+        tasks = [feed_task, timer_task, watch_task]
         duration = cfg.live.duration_s if cfg.live.duration_s > 0 else None
         try:
             done, _ = await asyncio.wait({feed_task}, timeout=duration)

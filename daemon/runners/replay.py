@@ -52,7 +52,9 @@ class ReplaySession:
 
     @property
     def risk(self) -> Any:
-        return next(iter(self.core.risks.values()))
+        """The instrument's risk engine (the portfolio risk when there are several)."""
+        risks = self.core.risks
+        return next(iter(risks.values())) if len(risks) == 1 else self.core.risk
 
     @property
     def matrices(self) -> Any:
@@ -155,6 +157,9 @@ async def run_replay(cfg: HimariConfig, data_paths: list[str], out_dir: Path,
         core.stop_strategies()
         session.loop.flush_venue()
         core.om.cancel_all()
+        flush = getattr(core.client, "flush", None)
+        if flush is not None:
+            flush()  # cancels (and fills) still in flight with a latency are delivered
         t_end_loop = time.perf_counter()
         for inst_id, batch in session.loop.last_batches.items():
             core.cache.positions.mark(inst_id, int(batch.price[-1]))

@@ -20,6 +20,7 @@ INST = Instrument(id="X", tick_size=Decimal("0.01"), multiplier=Decimal(10))
 class Recorder:
     def __init__(self) -> None:
         self.events: list[tuple] = []
+        self.exec_ids: list[str] = []
 
     def on_accepted(self, coid, venue_id, ts):
         self.events.append(("accepted", coid, ts))
@@ -27,14 +28,18 @@ class Recorder:
     def on_rejected(self, coid, reason, ts):
         self.events.append(("rejected", coid, reason))
 
-    def on_fill(self, coid, qty, price, fee, liquidity, ts):
+    def on_fill(self, coid, exec_id, qty, price, fee, liquidity, ts, *, instrument_id="", side=0):
         self.events.append(("fill", coid, qty, price, fee, liquidity, ts))
+        self.exec_ids.append(exec_id)
 
     def on_cancelled(self, coid, reason, ts):
         self.events.append(("cancelled", coid, ts))
 
     def on_expired(self, coid, reason, ts):
         self.events.append(("expired", coid, ts))
+
+    def on_connection(self, state, ts):
+        self.events.append(("connection", state, ts))
 
     def fills(self):
         return [e for e in self.events if e[0] == "fill"]

@@ -75,3 +75,67 @@ def test_stop_exits_with_slippage_and_fees_exact():
     fee_out = Decimal("20013") * Decimal("0.25") * 50 * Decimal("0.5") / 10_000
     assert om.positions.fees("ES") == (fee_in + fee_out).quantize(Decimal("0.00000001"))
     assert om.positions.realized_pnl("ES") == Decimal(-14) * Decimal("0.25") * 50
+
+
+MS = 1_000_000
+
+
+def setup_clocked(**venue_cfg):
+    """Manager and sim client sharing a replay clock, so acks and fills arrive late."""
+    from himari.brokers.sim.client import SimExecutionClient
+
+    bus, clock, ids = Bus(), ReplayClock(), IdSource()
+    venue = SimExecutionClient(SimVenueConfig(**venue_cfg), {"ES": INST}, clock)
+    om = OrderManager(bus, clock, ids, {"ES": INST}, venue)
+    seen: list = []
+    bus.subscribe(Fill, seen.append, name="t.fill")
+    return clock, venue, om, seen
+
+
+def drive_at(venue, clock: ReplayClock, ts: list[int], prices: list[int]) -> None:
+    batch = TickBatch.from_trades("ES", np.array(ts), np.array(prices), np.array([9] * len(ts)))
+    p = 0
+    while p < len(batch):
+        k = venue.next_execution(batch, p, len(batch))
+        if k >= len(batch):
+            break
+        clock.advance_to(int(batch.ts_ns[k]))
+        venue.execute_at(batch, k)
+        p = k + 1
+    clock.advance_to(int(batch.ts_ns[-1]))
+
+
+def test_bracket_round_trip_with_latency_both_ways():
+    clock, venue, om, seen = setup_clocked(latency_ms=1.0, ack_latency_ms=1.0,
+                                           taker_fee_bps=Decimal(0))
+    entry = om.submit(intent(1, 2, stop=19_980, target=20_020), 2, 19_980, 20_020)
+    assert entry.state.value == "submitted"  # the ack is not synchronous any more
+    # entry eligible at 1 ms and filled there; its fill arrives at 2 ms, the legs reach the
+    # venue at 3 ms; the target trades through at 5 ms; that fill arrives at 6 ms
+    drive_at(venue, clock, [1 * MS, 2 * MS, 4 * MS, 5 * MS, 7 * MS, 9 * MS],
+             [20_000, 20_030, 20_010, 20_030, 20_010, 20_010])
+    fills = [e for e in seen if isinstance(e, Fill)]
+    assert [(f.side, f.quantity, f.price, f.ts_ns) for f in fills] == [
+        (1, 2, 20_000, 2 * MS), (-1, 2, 20_020, 6 * MS)]
+    assert [f.exec_id for f in fills] == ["SIM-E-1", "SIM-E-2"]
+    assert entry.ts_of(entry.state.__class__.ACCEPTED) == 2 * MS
+    assert om.position("ES") == 0 == venue.position("ES")
+    assert venue.working_orders() == 0 and om.open_orders() == []
+
+
+def test_strategy_exit_with_latency_leaves_no_stale_leg():
+    clock, venue, om, seen = setup_clocked(latency_ms=1.0, ack_latency_ms=1.0,
+                                           taker_fee_bps=Decimal(0))
+    om.submit(intent(1, 1, stop=19_980, target=20_020), 1, 19_980, 20_020)
+    drive_at(venue, clock, [1 * MS, 4 * MS], [20_000, 20_000])  # long 1, legs working
+    assert len(om.open_orders()) == 2
+    close = OrderIntent(event_id="I2", ts_ns=clock.now_ns(), decision_id="D2", strategy_id="s",
+                        instrument_id="ES", side=-1, quantity=1, reduce_only=True)
+    om.submit(close, 1)
+    # the close fills at 5 ms; the legs' cancels reach the venue at 7 ms, but the stop triggers
+    # at 6.5 ms first: reduce_only keeps it from opening a short
+    drive_at(venue, clock, [5 * MS, int(6.5 * MS), 8 * MS, 9 * MS], [20_000, 19_970, 19_970,
+                                                                      19_970])
+    assert om.position("ES") == 0 == venue.position("ES")
+    assert [f.side for f in seen if isinstance(f, Fill)] == [1, -1]
+    assert om.open_orders() == [] and venue.working_orders() == 0

@@ -105,6 +105,7 @@ def test_resting_buy_limits_count_against_max_position():
 def test_working_tally_follows_fills_and_cancels():
     bus, clock, venue, om, risk, seen = wire(max_position=Decimal(5))
     bus.publish(intent(5, order_type="limit", price=9_990))
+    trade(venue, 9_995, 1)  # the limit rests (a marketable one would fill whole, as taker)
     trade(venue, 9_989, 2)  # partial fill: position 2, 3 lots still working
     assert om.position("X") == 2
     bus.publish(intent(1, order_type="limit", price=9_990))  # worst case 6

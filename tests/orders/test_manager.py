@@ -6,6 +6,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -17,7 +18,9 @@ from himari.daemon.instruments import Instrument
 from himari.daemon.orders.journal import Journal
 from himari.daemon.orders.manager import OrderManager
 from himari.daemon.orders.state import Order, OrderState
-from himari.daemon.venue import OrderRequest, VenueListener
+from himari.daemon.orders.recovery import RecoveredState
+from himari.daemon.venue import (CancelRequest, FillReport, OrderRequest, OrderStatusReport,
+                                 PositionReport, VenueListener)
 
 D = Decimal
 S = OrderState
@@ -50,8 +53,9 @@ class FakeVenue:
             self.listener.on_rejected(request.client_order_id, self.reject_with, request.ts_ns)
         elif self.fill_market_at is not None and request.order_type == "market":
             self.listener.on_accepted(request.client_order_id, "V1", request.ts_ns)
-            self.listener.on_fill(request.client_order_id, request.quantity, self.fill_market_at,
-                                  D("0.50"), "taker", request.ts_ns)
+            self.listener.on_fill(request.client_order_id, f"V-E-{len(self.requests)}",
+                                  request.quantity, self.fill_market_at, D("0.50"), "taker",
+                                  request.ts_ns)
 
     def cancel(self, client_order_id: str, ts_ns: int) -> None:
         self.cancels.append(client_order_id)
@@ -74,6 +78,7 @@ class Rig:
             self.bus.subscribe(t, self.events.append, name=f"rec-{t.__name__}")
         self.om = OrderManager(self.bus, self.clock, self.ids, {"ES": ES}, self.venue, journal)
         self.n = 0
+        self.execs = 0
 
     def intent(self, side: int = 1, quantity: int = 2, **kw: Any) -> ev.OrderIntent:
         self.n += 1
@@ -86,7 +91,8 @@ class Rig:
         return self.om.submit(self.intent(side, quantity, **kw), quantity, sl, tp)
 
     def fill(self, order: Order, qty: int, price: int, fee: str = "0.50", ts: int = 2_000) -> None:
-        self.om.on_fill(order.client_order_id, qty, price, D(fee), "taker", ts)
+        self.execs += 1
+        self.om.on_fill(order.client_order_id, f"X-{self.execs}", qty, price, D(fee), "taker", ts)
 
     def types(self) -> list[str]:
         return [type(e).__name__ for e in self.events]
@@ -189,10 +195,9 @@ def test_reject_leaves_state_consistent() -> None:
     assert order.state is S.REJECTED and order.reason == "margin"
     assert isinstance(rig.events[-1], ev.OrderRejected) and rig.events[-1].reason == "margin"
     n = len(rig.events)
-    rig.fill(order, 2, 10000)  # a fill on a rejected order is refused
     rig.om.on_accepted(order.client_order_id, "V", 1_300)
     assert len(rig.events) == n
-    assert rig.om.counters["illegal_transitions"] == 2
+    assert rig.om.counters["illegal_transitions"] == 1
     assert rig.om.position("ES") == 0 and rig.om.open_orders() == []
     assert rig.om.positions.get("ES") is None
 
@@ -245,20 +250,20 @@ def test_unknown_client_order_id_is_counted() -> None:
     om = rig.om
     om.on_accepted("C-zz", "V", 1)
     om.on_rejected("C-zz", "r", 1)
-    om.on_fill("C-zz", 1, 100, D(0), "taker", 1)
+    om.on_fill("C-zz", "X-1", 1, 100, D(0), "taker", 1)  # no instrument / side: not bookable
     om.on_cancelled("C-zz", "r", 1)
     om.on_expired("C-zz", "r", 1)
     assert om.counters["unknown_orders"] == 5 and rig.events == []
 
 
-def test_overfill_is_refused() -> None:
+def test_invalid_fill_quantities_are_refused() -> None:
     rig = Rig()
     order = rig.submit(quantity=2)
     rig.fill(order, 1, 10000)
     n = len(rig.events)
-    rig.fill(order, 2, 10000)  # leaves is 1
     rig.fill(order, 0, 10000)
-    assert rig.om.counters["overfills"] == 1 and rig.om.counters["invalid_fills"] == 1
+    rig.fill(order, -1, 10000)
+    assert rig.om.counters["invalid_fills"] == 2
     assert len(rig.events) == n and order.filled == 1 and rig.om.position("ES") == 1
     rig.fill(order, 1, 10000)
     assert order.state is S.FILLED and rig.om.position("ES") == 2
@@ -267,11 +272,11 @@ def test_overfill_is_refused() -> None:
 def test_numpy_integers_are_accepted_and_floats_refused() -> None:
     rig = Rig()
     order = rig.submit(quantity=2)
-    rig.om.on_fill(order.client_order_id, np.int64(1), np.int64(10000), D(0), "maker", 5)
+    rig.om.on_fill(order.client_order_id, "X-1", np.int64(1), np.int64(10000), D(0), "maker", 5)
     fill = next(e for e in rig.events if isinstance(e, ev.Fill))
     assert type(fill.quantity) is int and type(fill.price) is int
     assert fill.liquidity == "maker"
-    rig.om.on_fill(order.client_order_id, 1, 10000.5, D(0), "taker", 6)  # type: ignore[arg-type]
+    rig.om.on_fill(order.client_order_id, "X-2", 1, 10000.5, D(0), "taker", 6)  # type: ignore[arg-type]
     assert rig.om.counters["invalid_fills"] == 1 and order.filled == 1
 
 
@@ -508,7 +513,282 @@ def test_journal_is_written_before_publishing(tmp_path: Path) -> None:
     journal.close()
     records = list(Journal.read(path))
     types = [r["type"] for r in records]
-    assert types[:2] == ["OrderSubmitted", "OrderRequest"]
+    assert types[:3] == ["OrderIntent", "OrderSubmitted", "OrderRequest"]  # intent first
     assert "CancelRequest" in types and types.count("Fill") == 2
     fills = [Journal.decode(r) for r in records if r["type"] == "Fill"]
     assert fills[1].fee == D("0.50") and fills[1].price == 10200
+    assert [f.exec_id for f in fills] == ["X-1", "X-2"]
+    # a cancel request is journaled as the CancelRequest Struct, so a reader can decode it
+    cancel = next(r for r in records if r["type"] == "CancelRequest")
+    decoded = msgspec.convert({k: v for k, v in cancel.items() if k != "type"}, CancelRequest)
+    assert decoded.client_order_id == rig.leg(entry, "stop_loss", live=False).client_order_id
+    assert decoded.reason == "oco"
+
+
+# ---- D1: a bracket ends with its position
+
+
+def test_strategy_exit_cancels_the_legs_of_the_closed_position() -> None:
+    rig = Rig()
+    entry = bracket(rig)  # long 2, stop and take-profit working
+    exit_ = rig.submit(side=-1, quantity=2, reduce_only=True)
+    rig.fill(exit_, 2, 10050)
+    assert rig.om.position("ES") == 0
+    assert all(leg.state is S.CANCELLED for leg in rig.om.legs(entry.order_id))
+    assert rig.om.open_orders() == []
+    n = len(rig.venue.requests)
+    later = rig.submit(quantity=2)  # a new unbracketed long: the old bracket never comes back
+    rig.fill(later, 2, 10000)
+    assert len(rig.venue.requests) == n + 1 and rig.om.open_orders() == []
+
+
+def test_reversal_cancels_old_legs_and_brackets_the_new_side() -> None:
+    rig = Rig()
+    old = bracket(rig, side=-1)  # short 2
+    close = rig.submit(side=1, quantity=2, reduce_only=True)
+    new = rig.submit(side=1, quantity=2, sl=9900, tp=10200)
+    rig.fill(close, 2, 10000)
+    rig.fill(new, 2, 10000)
+    assert rig.om.position("ES") == 2
+    assert all(leg.is_terminal for leg in rig.om.legs(old.order_id))
+    live = [o for o in rig.om.open_orders() if o.parent_order_id]
+    assert {o.parent_order_id for o in live} == {new.order_id}
+    assert sorted(o.leaves for o in live) == [2, 2] and all(o.side == -1 for o in live)
+
+
+def test_legs_never_cover_more_than_the_position() -> None:
+    rig = Rig()
+    entry = bracket(rig, quantity=3)
+    part = rig.submit(side=-1, quantity=2, reduce_only=True)
+    rig.fill(part, 2, 10050)  # the strategy trims to 1: legs shrink to 1 after the cancels
+    live = [o for o in rig.om.legs(entry.order_id) if not o.is_terminal]
+    assert sorted((o.role, o.leaves) for o in live) == [("stop_loss", 1), ("take_profit", 1)]
+
+
+# ---- D6 and the execution boundary: fills by exec id, each applied once
+
+
+def discrepancies(rig: Rig) -> list[ev.ExecutionDiscrepancy]:
+    return [e for e in rig.events if isinstance(e, ev.ExecutionDiscrepancy)]
+
+
+def record_discrepancies(rig: Rig) -> None:
+    rig.bus.subscribe(ev.ExecutionDiscrepancy, rig.events.append, name="rec-disc")
+
+
+def test_duplicate_exec_id_is_booked_once() -> None:
+    rig = Rig()
+    record_discrepancies(rig)
+    order = rig.submit(quantity=2)
+    rig.om.on_fill(order.client_order_id, "E-1", 1, 10000, D(0), "taker", 5)
+    rig.om.on_fill(order.client_order_id, "E-1", 1, 10000, D(0), "taker", 6)
+    assert order.filled == 1 and rig.om.position("ES") == 1
+    assert rig.om.counters["duplicate_fills"] == 1
+    assert [d.kind for d in discrepancies(rig)] == ["duplicate_fill"]
+    fill = next(e for e in rig.events if isinstance(e, ev.Fill))
+    assert fill.exec_id == "E-1"
+
+
+def test_overfill_is_booked_and_reported() -> None:
+    rig = Rig()
+    record_discrepancies(rig)
+    order = rig.submit(quantity=2)
+    rig.fill(order, 1, 10000)
+    rig.fill(order, 2, 10000)  # leaves is 1: the venue executed 2 anyway
+    assert order.state is S.FILLED and order.filled == 3 and rig.om.position("ES") == 3
+    assert [(d.kind, d.quantity) for d in discrepancies(rig)] == [("overfill", 2)]
+    rig.fill(order, 1, 10000)  # and once more after FILLED
+    assert order.state is S.FILLED and rig.om.position("ES") == 4
+    assert [d.kind for d in discrepancies(rig)] == ["overfill", "overfill"]
+
+
+def test_fill_after_confirmed_cancel_is_booked_and_state_stays_terminal() -> None:
+    rig = Rig()
+    record_discrepancies(rig)
+    order = rig.submit(quantity=2)
+    assert rig.om.cancel(order.order_id) and order.state is S.CANCELLED
+    rig.fill(order, 2, 10000)
+    assert order.state is S.CANCELLED and order.filled == 2 and rig.om.position("ES") == 2
+    assert [(d.kind, d.quantity) for d in discrepancies(rig)] == [("late_fill", 2)]
+    assert [type(e).__name__ for e in rig.events[-3:]] == ["Fill", "PositionUpdate",
+                                                            "ExecutionDiscrepancy"]
+
+
+def test_external_fill_is_booked_to_its_instrument() -> None:
+    rig = Rig()
+    record_discrepancies(rig)
+    rig.om.on_fill("MANUAL-1", "E-9", 3, 10000, D("0.1"), "taker", 7, instrument_id="ES",
+                   side=-1)
+    rig.om.on_fill("MANUAL-1", "E-9", 3, 10000, D("0.1"), "taker", 8, instrument_id="ES",
+                   side=-1)  # and its duplicate is ignored
+    assert rig.om.position("ES") == -3
+    assert [d.kind for d in discrepancies(rig)] == ["external_fill", "duplicate_fill"]
+    fill = next(e for e in rig.events if isinstance(e, ev.Fill))
+    assert fill.order_id == "" and fill.client_order_id == "MANUAL-1" and fill.side == -1
+
+
+def test_external_fill_closing_a_bracketed_position_ends_the_bracket() -> None:
+    rig = Rig()
+    entry = bracket(rig)
+    rig.om.on_fill("MANUAL-2", "E-7", 2, 10000, D(0), "taker", 9, instrument_id="ES", side=-1)
+    assert rig.om.position("ES") == 0
+    assert all(leg.is_terminal for leg in rig.om.legs(entry.order_id))
+
+
+# ---- outcomes that never come, status reports, reconciliation, restart
+
+
+class ReportingVenue(FakeVenue):
+    """A fake venue that also answers status queries from what the test put there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.confirm_cancels = False
+        self.reports: dict[str, OrderStatusReport] = {}
+        self.fill_reports: list[FillReport] = []
+        self.position_reports: list[PositionReport] = []
+
+    async def query_order(self, coid: str) -> OrderStatusReport | None:
+        return self.reports.get(coid)
+
+    async def fills_since(self, ts_ns: int) -> list[FillReport]:
+        return [f for f in self.fill_reports if f.ts_ns >= ts_ns]
+
+    async def positions(self) -> list[PositionReport]:
+        return self.position_reports
+
+
+def report(order: Order, status: str, filled: int = 0) -> OrderStatusReport:
+    return OrderStatusReport(client_order_id=order.client_order_id, venue_order_id="V-1",
+                             instrument_id="ES", side=order.side, quantity=order.quantity,
+                             filled=filled, status=status, ts_ns=0)
+
+
+def fill_report(order: Order, exec_id: str, qty: int, ts: int = 1_500) -> FillReport:
+    return FillReport(exec_id=exec_id, client_order_id=order.client_order_id, instrument_id="ES",
+                      side=order.side, quantity=qty, price=10000, fee=D(0), liquidity="taker",
+                      ts_ns=ts)
+
+
+def reporting_rig() -> tuple[Rig, ReportingVenue]:
+    rig = Rig()
+    venue = ReportingVenue()
+    rig.venue = venue
+    rig.om = OrderManager(rig.bus, rig.clock, rig.ids, {"ES": ES}, venue,
+                          ack_timeout_ns=1_000)
+    record_discrepancies(rig)
+    return rig, venue
+
+
+def test_missing_ack_is_overdue_then_resolved_by_query_never_resent() -> None:
+    rig, venue = reporting_rig()
+    order = rig.submit(quantity=2)
+    assert rig.om.overdue(1_999) == [] and rig.om.overdue(2_000) == [order]
+    rep = report(order, "partially_filled", 1)
+    rig.om.apply_status_report(rep, 2_100, fills=[fill_report(order, "E-1", 1)])
+    assert order.state is S.PARTIALLY_FILLED and order.filled == 1 and rig.om.position("ES") == 1
+    assert len(venue.requests) == 1  # never a blind resend
+    rig.fill(order, 1, 10000)  # the stream catches up
+    assert order.state is S.FILLED and rig.om.overdue(10**9) == []
+
+
+def test_order_absent_at_venue_is_rejected_with_a_discrepancy() -> None:
+    rig, venue = reporting_rig()
+    never = rig.submit(quantity=1)
+    acked = rig.submit(quantity=1)
+    rig.om.on_accepted(acked.client_order_id, "V-2", 1_100)
+    rig.om.apply_status_report(None, 3_000, client_order_id=never.client_order_id)
+    rig.om.apply_status_report(None, 3_000, client_order_id=acked.client_order_id)
+    assert never.state is S.REJECTED and never.reason == "absent at venue"
+    assert acked.state is S.EXPIRED and acked.reason == "absent at venue"
+    assert [d.kind for d in discrepancies(rig)] == ["order_absent", "order_absent"]
+    assert len(venue.requests) == 2
+
+
+def test_stale_status_report_changes_nothing() -> None:
+    rig, _ = reporting_rig()
+    order = rig.submit(quantity=2)
+    rig.fill(order, 1, 10000)
+    rig.om.apply_status_report(report(order, "accepted", 0), 3_000)
+    assert order.state is S.PARTIALLY_FILLED and order.filled == 1
+
+
+def test_overdue_cancel_is_resolved_by_a_cancelled_report() -> None:
+    rig, _ = reporting_rig()
+    order = rig.submit(quantity=2)
+    rig.om.on_accepted(order.client_order_id, "V", 1_000)
+    rig.clock.advance_to(1_500)
+    assert rig.om.cancel(order.order_id)
+    assert rig.om.overdue(2_499) == [] and rig.om.overdue(2_500) == [order]
+    rig.om.apply_status_report(report(order, "cancelled", 1), 2_600,
+                               fills=[fill_report(order, "E-5", 1)])
+    assert order.state is S.CANCELLED and order.filled == 1 and rig.om.position("ES") == 1
+    rig.om.on_fill(order.client_order_id, "E-5", 1, 10000, D(0), "taker", 2_700)  # stream dup
+    assert order.filled == 1 and rig.om.position("ES") == 1
+
+
+def test_reconcile_books_missing_fills_resolves_orders_and_fixes_positions() -> None:
+    import asyncio
+
+    rig, venue = reporting_rig()
+    a = rig.submit(quantity=2)
+    b = rig.submit(quantity=1)
+    rig.fill(a, 1, 10000)  # we have X-1; the venue also has E-2 for a and b filled
+    venue.fill_reports = [fill_report(a, "X-1", 1), fill_report(a, "E-2", 1),
+                          fill_report(b, "E-3", 1)]
+    venue.reports = {a.client_order_id: report(a, "filled", 2),
+                     b.client_order_id: report(b, "filled", 1)}
+    venue.position_reports = [PositionReport(instrument_id="ES", quantity=5)]  # +2 unexplained
+    done = asyncio.run(rig.om.reconcile(venue, 5_000))
+    assert done == {"fills_booked": 2, "orders_queried": 0, "positions_adjusted": 1}
+    assert a.state is S.FILLED and b.state is S.FILLED and a.filled == 2
+    assert rig.om.position("ES") == 5
+    assert [(d.kind, d.quantity) for d in discrepancies(rig)] == [("position_mismatch", 2)]
+    assert asyncio.run(rig.om.reconcile(venue, 6_000))["fills_booked"] == 0  # idempotent
+
+
+def test_restore_adopts_orders_positions_exec_ids_and_relinks_brackets() -> None:
+    old = Rig()
+    entry = bracket(old)
+    state = RecoveredState(orders=dict(old.om.orders), positions=old.om.positions,
+                           exec_ids={"X-1"}, last_ts_ns=2_000)
+    rig = Rig()
+    rig.om.restore(state)
+    assert rig.om.position("ES") == 2
+    assert {o.role for o in rig.om.legs(entry.order_id)} == {"stop_loss", "take_profit"}
+    rig.om.on_fill(entry.client_order_id, "X-1", 2, 10000, D(0), "taker", 3_000)  # replayed
+    assert rig.om.position("ES") == 2 and entry.filled == 2
+    stop = rig.leg(entry, "stop_loss")
+    rig.om.on_fill(stop.client_order_id, "X-9", 2, 9900, D(0), "taker", 3_100)
+    # the restored bracket still works: one-cancels-other cancels the take-profit
+    assert rig.om.position("ES") == 0 and rig.leg(entry, "take_profit", live=False).is_terminal
+    with pytest.raises(RuntimeError, match="before any order"):
+        rig.om.restore(state)
+
+
+def test_connection_state_is_tracked() -> None:
+    rig = Rig()
+    rig.om.on_connection("disconnected", 5)
+    assert not rig.om.connected
+    rig.om.on_connection("connected", 6)
+    assert rig.om.connected and rig.om.counters["connection_disconnected"] == 1
+
+
+def test_ack_overtaken_by_its_fill_is_stale_news_not_a_conflict() -> None:
+    rig = Rig()
+    order = rig.submit(quantity=1)
+    rig.fill(order, 1, 10000)
+    rig.om.on_accepted(order.client_order_id, "V-7", 2_500)
+    assert order.state is S.FILLED and order.venue_order_id == "V-7"
+    assert rig.om.counters["late_acks"] == 1 and rig.om.counters["illegal_transitions"] == 0
+
+
+def test_lost_cancel_is_forgotten_after_a_status_report_so_it_can_be_asked_again() -> None:
+    rig, venue = reporting_rig()
+    order = rig.submit(quantity=2)
+    rig.om.on_accepted(order.client_order_id, "V", 1_000)
+    assert rig.om.cancel(order.order_id) and not rig.om.cancel(order.order_id)
+    assert rig.om.overdue(2_000) == [order]
+    rig.om.apply_status_report(report(order, "accepted", 0), 2_000)
+    assert order.cancel_requested_ns is None and rig.om.counters["cancels_lost"] == 1
+    assert rig.om.cancel(order.order_id) and venue.cancels == [order.client_order_id] * 2

@@ -114,3 +114,22 @@ def test_leaves_are_zero_once_terminal() -> None:
     order.apply_fill(2, 100, Decimal(0), 1)
     order.apply(T.CANCEL, 2)
     assert order.leaves == 0 and order.filled == 2 and order.is_terminal and not order.is_working
+
+
+def test_allowed_overfill_fills_the_order_with_the_venue_quantity() -> None:
+    order = make(S.ACCEPTED, quantity=3)
+    order.apply_fill(2, 100, Decimal(0), 1)
+    assert order.apply_fill(2, 101, Decimal("0.5"), 2, allow_overfill=True) is S.FILLED
+    assert (order.filled, order.notional, order.leaves) == (4, 402, 0)
+    assert order.fees == Decimal("0.5")
+
+
+@pytest.mark.parametrize("state", sorted(TERMINAL_STATES))
+def test_late_fill_is_accounted_without_leaving_the_terminal_state(state: OrderState) -> None:
+    order = make(state, quantity=3)
+    order.book_late_fill(2, 100, Decimal("0.1"))
+    assert order.state is state and order.history == [(state, 0)]
+    assert (order.filled, order.notional, order.fees) == (2, 200, Decimal("0.1"))
+    with pytest.raises(InvalidFill):
+        order.book_late_fill(0, 100, Decimal(0))
+    assert order.filled == 2
