@@ -90,8 +90,8 @@ def test_rebuild_matches_what_the_manager_did(tmp_path_factory: pytest.TempPathF
         elif op == "accept" and target.state is S.SUBMITTED:
             om.on_accepted(target.client_order_id, f"V-{n}", clock.now_ns())
         elif op == "fill":
-            om.on_fill(target.client_order_id, min(qty, target.leaves), px, D("0.37"), "taker",
-                       clock.now_ns())
+            om.on_fill(target.client_order_id, f"X-{n}", min(qty, target.leaves), px, D("0.37"),
+                       "taker", clock.now_ns())
         elif op == "cancel":
             om.cancel(target.order_id)
         elif op == "confirm_cancel":
