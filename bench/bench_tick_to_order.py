@@ -38,7 +38,7 @@ def measure(n_ticks: int, fsync: bool) -> np.ndarray:
         started = [0]
         session.bus.subscribe(Bar, lambda bar: started.__setitem__(0, time.perf_counter_ns()),
                               name="bench.bar_start", order=-1)
-        submit = session.venue.submit
+        submit = session.client.submit
 
         def timed_submit(request):  # type: ignore[no-untyped-def]
             # Only the order a bar close sends; the opening leg of a flip follows the close's
@@ -48,7 +48,7 @@ def measure(n_ticks: int, fsync: bool) -> np.ndarray:
                 started[0] = 0
             submit(request)
 
-        session.venue.submit = timed_submit  # type: ignore[method-assign]
+        session.client.submit = timed_submit  # type: ignore[method-assign]
         for batch in session.source.batches():
             session.loop.process(batch)
         if session.journal is not None:

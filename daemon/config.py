@@ -75,9 +75,11 @@ class VenueSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 class ReplayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     speed: float = 0.0  # 0 = as fast as possible; 10 = ten times recorded speed
     progress: bool = True  # progress lines on stderr for long replays
+    history_s: float = 0.0  # the first N data seconds only warm the matrices; trading starts after
 
     def __post_init__(self) -> None:
         check_range("replay.speed", self.speed, 0.0, 1e9)
+        check_range("replay.history_s", self.history_s, 0.0, 10 * 366 * 86400.0)
 
 
 class LiveConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -20,6 +20,7 @@ Hot-path handlers, in the order the bus runs them (lower `order` first):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from himari.daemon.bus import Bus
 from himari.daemon.cache import Cache
 from himari.daemon.config import HimariConfig
 from himari.daemon.configbase import ConfigError
-from himari.daemon.events import Fill
+from himari.daemon.events import Bar, Fill, TickBatch
 from himari.daemon.ids import IdSource
 from himari.daemon.instruments import Instrument
 from himari.daemon.orders.journal import Journal
@@ -101,6 +102,29 @@ class TradingCore:
         self.om.restore(state)
         self.portfolio.restored()
         self.gate.resync_working()
+
+    def warm_matrices(self, history: Iterable[TickBatch]) -> int:
+        """Build 5-minute bars from history ticks and run them through the matrices without
+        publishing (the MLMI neighbour store and every rolling state warm up; no synergy comes
+        from history). Returns the bars used; the ticks are read even when matrices are off."""
+        ids = IdSource("H")
+        builders = {i: BarBuilder(BarSpec.parse(MATRIX_BAR_SPEC), i, ids) for i in self.instruments}
+        bars: dict[str, list[Bar]] = {i: [] for i in builders}
+        for batch in history:
+            if not self.matrices:
+                continue
+            b = builders[batch.instrument_id]
+            b.start_batch(batch)
+            while b.pending_gap >= 0:
+                bar = b.take_bar()
+                if bar is not None:
+                    bars[batch.instrument_id].append(bar)
+        used = sum(stage.prewarm(bars[stage.instrument.id]) for stage in self.matrices)
+        for stage in self.matrices:
+            if not stage.ready:
+                log.warning("matrices_not_ready_after_history", instrument=stage.instrument.id,
+                            bars=len(bars[stage.instrument.id]), needed=stage.bars_needed())
+        return used
 
     def warmup(self) -> None:
         """Compile every kernel before the session reports ready (Numba caches them on disk)."""

@@ -30,10 +30,9 @@ from typing import Any
 
 import structlog
 
-from himari.daemon.bars import BarBuilder, BarSpec
 from himari.daemon.clock import LiveClock
 from himari.daemon.config import HimariConfig
-from himari.daemon.engine import MATRIX_BAR_SPEC, TradingCore, build_core
+from himari.daemon.engine import TradingCore, build_core
 from himari.daemon.feeds.client import PacedDataClient
 from himari.daemon.ids import IdSource
 from himari.daemon.orders.journal import Journal
@@ -61,28 +60,6 @@ class LiveRunner:
         self.strategic_flushes = 0
         self._next_flush_ns = 0
         self.data_ended = False
-
-    # ---- warm-up from history
-
-    def warm_matrices(self) -> int:
-        """Build 5-minute bars from the history window and run them through the matrices
-        without publishing (the MLMI neighbour store and every rolling state warm up)."""
-        if not self.core.matrices:
-            return 0
-        ids = IdSource("H")
-        builders = {i: BarBuilder(BarSpec.parse(MATRIX_BAR_SPEC), i, ids) for i in self.core.instruments}
-        bars: dict[str, list[Any]] = {i: [] for i in builders}
-        for batch in self.data.history():
-            b = builders[batch.instrument_id]
-            b.start_batch(batch)
-            while b.pending_gap >= 0:
-                bar = b.take_bar()
-                if bar is not None:
-                    bars[batch.instrument_id].append(bar)
-        used = 0
-        for stage in self.core.matrices:
-            used += stage.prewarm(bars[stage.instrument.id])
-        return used
 
     # ---- tasks
 
@@ -198,7 +175,7 @@ async def run_live(cfg: HimariConfig, out_dir: Path, on_ready: Any = None, *,
     await data.connect()
     for inst_id in core.instruments:
         data.subscribe(inst_id, ("trades", "quotes"))
-    warmed = runner.warm_matrices()
+    warmed = core.warm_matrices(data.history())
     core.start()
     t_ready = time.perf_counter()
     log.info("ready", mode=cfg.daemon.mode, instruments=list(core.instruments),

@@ -1,7 +1,8 @@
 """The replay runner: event time, big batches, kernels run to the next event.
 
 `run_replay` builds the trading core (`engine.py`) on a `ReplayClock`, compiles every kernel,
-then feeds the source's batches to the `ReplayLoop` (`replay.py`), which publishes each bar at
+warms the matrices from the data before the trading start (`replay.history_s`), then feeds the
+data client's batches to the `ReplayLoop` (`replay.py`), which publishes each bar at
 its gap so an order placed on a bar fills against the next tick. At the end of the data (or on a
 graceful stop) the strategies stop (they flatten), their closing orders fill at the last tick,
 working orders are cancelled, and the report is written.
@@ -12,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,7 @@ import structlog
 from himari.daemon.clock import ReplayClock
 from himari.daemon.config import HimariConfig
 from himari.daemon.engine import TradingCore, build_core
-from himari.daemon.events import TickBatch
-from himari.daemon.feeds.pacing import paced
+from himari.daemon.feeds.client import ReplayDataClient
 from himari.daemon.ids import IdSource
 from himari.daemon.orders.journal import Journal
 from himari.daemon.replay import ReplayLoop
@@ -112,12 +111,6 @@ class _Progress:
         print(f"replay: {ticks:,} ticks{pct}, {rate:,.0f} ticks/s", file=sys.stderr, flush=True)
 
 
-async def _batches(source: ReplaySource, speed: float) -> AsyncIterator[TickBatch]:
-    it: Iterator[TickBatch] = source.batches()
-    async for batch in paced(it, speed):
-        yield batch
-
-
 async def run_replay(cfg: HimariConfig, data_paths: list[str], out_dir: Path,
                      on_ready: Any = None, *, ids: IdSource | None = None,
                      journal_path: Path | None = None) -> dict[str, Any]:
@@ -127,9 +120,13 @@ async def run_replay(cfg: HimariConfig, data_paths: list[str], out_dir: Path,
     session = build_session(cfg, data_paths, out_dir, ids=ids, journal_path=journal_path)
     core = session.core
     warmup(session)
+    data = ReplayDataClient(session.source, cfg.replay.speed, history_s=cfg.replay.history_s)
+    await data.connect()
+    warmed = core.warm_matrices(data.history())  # the data before the trading start
     t_ready = time.perf_counter()
     log.info("ready", instruments=list(core.instruments), inputs=session.source.describe(),
              bar_specs=[b.spec.text for b in session.loop.builders],
+             history_ticks=data.history_ticks, matrix_bars_prewarmed=warmed,
              warmup_s=round(t_ready - t_start, 3))
     if on_ready is not None:
         on_ready()
@@ -141,7 +138,7 @@ async def run_replay(cfg: HimariConfig, data_paths: list[str], out_dir: Path,
     stopped_early = False
     try:
         try:
-            async for batch in _batches(session.source, cfg.replay.speed):
+            async for batch in data.stream():
                 session.loop.process(batch)  # synchronous: a stop lands between batches
                 progress.update(session.loop.ticks)
                 await asyncio.sleep(0)  # let the slow path run between batches
@@ -175,5 +172,8 @@ async def run_replay(cfg: HimariConfig, data_paths: list[str], out_dir: Path,
     report = build_report(session, files, startup_seconds=t_ready - t_start,
                           loop_seconds=t_end_loop - t_loop, replay_seconds=t_written - t_loop)
     report["stopped_early"] = stopped_early
+    if cfg.replay.history_s > 0:
+        report["history"] = {"seconds": cfg.replay.history_s, "ticks": data.history_ticks,
+                             "matrix_bars_prewarmed": warmed}
     write_json_report(out_dir, report)
     return report

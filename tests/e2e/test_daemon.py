@@ -4,29 +4,54 @@ from __future__ import annotations
 
 import json
 import os
-import select
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 HIMARI = [sys.executable, "-m", "himari.daemon.cli"]
 
 
+_readers: dict[int, "queue.Queue[str | None]"] = {}
+
+
+def _lines(proc: subprocess.Popen) -> "queue.Queue[str | None]":
+    """One reader thread per process turns its stderr into a queue of lines. (select() on a
+    buffered pipe misses lines already read into Python's buffer; a thread never does.) The
+    thread ends when the process closes stderr."""
+    q = _readers.get(proc.pid)
+    if q is None:
+        q = _readers[proc.pid] = queue.Queue()
+        assert proc.stderr is not None
+        stream = proc.stderr
+
+        def pump() -> None:
+            for line in stream:
+                q.put(line)
+            q.put(None)
+
+        threading.Thread(target=pump, daemon=True, name=f"stderr-{proc.pid}").start()
+    return q
+
+
 def wait_for_line(proc: subprocess.Popen, needle: str, timeout_s: float) -> str:
     """Read stderr lines until one contains `needle` (bounded by `timeout_s`)."""
     deadline = time.monotonic() + timeout_s
-    assert proc.stderr is not None
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stderr], [], [], 0.5)
-        if ready:
-            line = proc.stderr.readline()
-            if needle in line:
-                return line
-            if not line and proc.poll() is not None:
-                break
+    q = _lines(proc)
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = q.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:  # the process closed stderr (it exited)
+            q.put(None)
+            break
+        if needle in line:
+            return line
     raise AssertionError(f"no stderr line with {needle!r} within {timeout_s} s")
 
 
@@ -56,7 +81,7 @@ format = "json"
     proc = subprocess.Popen([*HIMARI, "run", "--config", str(cfg)], stderr=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, env=env)
     try:
-        wait_for_line(proc, '"event":"ready"', 60)
+        wait_for_line(proc, '"event":"ready"', 120)
         sock.settimeout(10)
         assert sock.recv(64) == b"READY=1"
         proc.send_signal(signal.SIGTERM)

@@ -58,7 +58,7 @@ def wait_for_fills(journal: Path, n: int, proc: subprocess.Popen, timeout_s: flo
     while time.monotonic() < deadline:
         if journal.exists() and journal.read_bytes().count(b'"type":"Fill"') >= n:
             return
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert proc.poll() is None, f"the daemon exited early with {proc.returncode}"
         time.sleep(0.05)
     raise AssertionError(f"fewer than {n} fills in {journal} within {timeout_s} s")
 
@@ -76,7 +76,7 @@ def test_sigkill_mid_session_then_rebuild_and_restart(tmp_path: Path) -> None:
     state, out = tmp_path / "state", tmp_path / "out"
     proc = start(cfg, state, out)
     try:
-        wait_for_line(proc, '"event":"ready"', 60)
+        wait_for_line(proc, '"event":"ready"', 120)
         wait_for_fills(state / "journal.jsonl", 20, proc, 60)
         proc.send_signal(signal.SIGKILL)  # no handler, no flush, no report
         assert proc.wait(timeout=30) == -signal.SIGKILL
@@ -121,7 +121,7 @@ def test_sigkill_mid_session_then_rebuild_and_restart(tmp_path: Path) -> None:
     # A restart: the previous journal is read, in-flight orders are settled, a new id session.
     proc = start(cfg, state, out)
     try:
-        wait_for_line(proc, '"event":"ready"', 60)
+        wait_for_line(proc, '"event":"ready"', 120)
         wait_for_fills(state / "journal.jsonl", len(fills) + 10, proc, 60)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
@@ -145,7 +145,7 @@ def test_a_second_daemon_on_the_same_state_dir_exits_2_naming_the_first(tmp_path
     state = tmp_path / "state"
     first = start(cfg, state, tmp_path / "out1")
     try:
-        wait_for_line(first, '"event":"ready"', 60)
+        wait_for_line(first, '"event":"ready"', 120)
         second = subprocess.run([*HIMARI, "run", "--config", str(cfg), "--state-dir", str(state),
                                  "--out", str(tmp_path / "out2")], capture_output=True, text=True,
                                 timeout=60)
@@ -225,7 +225,7 @@ def test_sighup_stops_gracefully_with_a_report(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = start(cfg, tmp_path / "state", out)
     try:
-        wait_for_line(proc, '"event":"ready"', 60)
+        wait_for_line(proc, '"event":"ready"', 120)
         proc.send_signal(signal.SIGHUP)
         line = wait_for_line(proc, '"event":"shutdown_requested"', 30)
         assert "reload not supported, stopping gracefully" in line and '"SIGHUP"' in line
