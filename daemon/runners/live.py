@@ -150,8 +150,6 @@ async def run_live(cfg: HimariConfig, out_dir: Path, on_ready: Any = None, *,
                    ids: IdSource | None = None, journal_path: Path | None = None,
                    data_paths: list[str] | None = None,
                    recovered: RecoveredState | None = None) -> dict[str, Any]:
-    from himari.daemon.report.build import build_report, write_artifacts, write_json_report
-
     t_start = time.perf_counter()
     source = open_source(cfg, list(data_paths or []))
     clock = LiveClock(speed=cfg.live.speed)
@@ -219,27 +217,16 @@ async def run_live(cfg: HimariConfig, out_dir: Path, on_ready: Any = None, *,
         core.om.cancel_all()
         await runner.drain_timers()
         t_end_loop = time.perf_counter()
-        for inst_id, batch in loop.last_batches.items():
-            core.cache.positions.mark(inst_id, int(batch.price[-1]))
-        core.portfolio.mark_equity(clock.now_ns(), notify_risk=False)
+        session.mark_last_ticks()
         await data.close()
     finally:
         for t in tasks:
             t.cancel()
-        if core.recorder is not None and recorder_task is not None:
-            await core.recorder.close(recorder_task)
-        if core.journal is not None:
-            core.journal.close()
-    files = write_artifacts(session, out_dir)
-    t_written = time.perf_counter()
-    report = build_report(session, files, startup_seconds=t_ready - t_start,
-                          loop_seconds=t_end_loop - t_loop, replay_seconds=t_written - t_loop)
-    report["mode"] = cfg.daemon.mode
-    report["stopped_by"] = stopped_by
-    report["stopped_early"] = stopped_by == "signal"
-    report["live"] = {"bars_closed_by_timer": runner.bars_closed_by_timer,
-                      "strategic_flushes": runner.strategic_flushes,
-                      "history_ticks": data.history_ticks, "matrix_bars_prewarmed": warmed,
-                      "speed": cfg.live.speed}
-    write_json_report(out_dir, report)
-    return report
+        await session.close(recorder_task)
+    live = {"bars_closed_by_timer": runner.bars_closed_by_timer,
+            "strategic_flushes": runner.strategic_flushes, "history_ticks": data.history_ticks,
+            "matrix_bars_prewarmed": warmed, "speed": cfg.live.speed}
+    return session.write_report(out_dir, t_start=t_start, t_ready=t_ready, t_loop=t_loop,
+                                t_end_loop=t_end_loop, mode=cfg.daemon.mode,
+                                stopped_by=stopped_by, stopped_early=stopped_by == "signal",
+                                live=live)

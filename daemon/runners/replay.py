@@ -62,6 +62,35 @@ class ReplaySession:
     def __getattr__(self, name: str) -> Any:  # bus, om, timer, fills, journal, recorder, ...
         return getattr(self.core, name)
 
+    # ---- the end of a session, the same for both runners
+
+    def mark_last_ticks(self) -> None:
+        """Mark every position at its instrument's last tick and take a last equity sample."""
+        for inst_id, batch in self.loop.last_batches.items():
+            self.core.cache.positions.mark(inst_id, int(batch.price[-1]))
+        if self.loop.last_batches:
+            self.core.portfolio.mark_equity(self.core.clock.now_ns(), notify_risk=False)
+
+    async def close(self, recorder_task: asyncio.Task[None] | None) -> None:
+        """Stop the slow path (records still queued are written) and close the journal."""
+        core = self.core
+        if core.recorder is not None and recorder_task is not None:
+            await core.recorder.close(recorder_task)
+        if core.journal is not None:
+            core.journal.close()
+
+    def write_report(self, out_dir: Path, *, t_start: float, t_ready: float, t_loop: float,
+                     t_end_loop: float, **extra: Any) -> dict[str, Any]:
+        from himari.daemon.report.build import build_report, write_artifacts, write_json_report
+
+        files = write_artifacts(self, out_dir)
+        t_written = time.perf_counter()
+        report = build_report(self, files, startup_seconds=t_ready - t_start,
+                              loop_seconds=t_end_loop - t_loop, replay_seconds=t_written - t_loop)
+        report.update(extra)
+        write_json_report(out_dir, report)
+        return report
+
 
 def build_session(cfg: HimariConfig, data_paths: list[str], out_dir: Path, *,
                   ids: IdSource | None = None, journal_path: Path | None = None) -> ReplaySession:
@@ -114,8 +143,6 @@ class _Progress:
 async def run_replay(cfg: HimariConfig, data_paths: list[str], out_dir: Path,
                      on_ready: Any = None, *, ids: IdSource | None = None,
                      journal_path: Path | None = None) -> dict[str, Any]:
-    from himari.daemon.report.build import build_report, write_artifacts, write_json_report
-
     t_start = time.perf_counter()
     session = build_session(cfg, data_paths, out_dir, ids=ids, journal_path=journal_path)
     core = session.core
@@ -158,22 +185,12 @@ async def run_replay(cfg: HimariConfig, data_paths: list[str], out_dir: Path,
         if flush is not None:
             flush()  # cancels (and fills) still in flight with a latency are delivered
         t_end_loop = time.perf_counter()
-        for inst_id, batch in session.loop.last_batches.items():
-            core.cache.positions.mark(inst_id, int(batch.price[-1]))
-        if session.loop.last_batches:
-            core.portfolio.mark_equity(core.clock.now_ns(), notify_risk=False)
+        session.mark_last_ticks()
     finally:
-        if core.recorder is not None and recorder_task is not None:
-            await core.recorder.close(recorder_task)
-        if core.journal is not None:
-            core.journal.close()
-    files = write_artifacts(session, out_dir)
-    t_written = time.perf_counter()
-    report = build_report(session, files, startup_seconds=t_ready - t_start,
-                          loop_seconds=t_end_loop - t_loop, replay_seconds=t_written - t_loop)
-    report["stopped_early"] = stopped_early
+        await session.close(recorder_task)
+    extra: dict[str, Any] = {"stopped_early": stopped_early}
     if cfg.replay.history_s > 0:
-        report["history"] = {"seconds": cfg.replay.history_s, "ticks": data.history_ticks,
-                             "matrix_bars_prewarmed": warmed}
-    write_json_report(out_dir, report)
-    return report
+        extra["history"] = {"seconds": cfg.replay.history_s, "ticks": data.history_ticks,
+                            "matrix_bars_prewarmed": warmed}
+    return session.write_report(out_dir, t_start=t_start, t_ready=t_ready, t_loop=t_loop,
+                                t_end_loop=t_end_loop, **extra)
