@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,13 +152,20 @@ class Journal:
         """Append one Struct as a typed record; durable (per `fsync`) when this returns."""
         self._write_line(encode_record(record))
 
+    def write_many(self, records: Iterable[msgspec.Struct]) -> None:
+        """Append several records with one write (one syscall, one fsync): the records of one
+        action, in order. Durable (per `fsync`) when this returns."""
+        lines = [encode_record(r) for r in records]
+        if lines:
+            self._write_line(b"".join(lines), len(lines))
+
     def write_raw(self, type_name: str, fields: dict[str, Any]) -> None:
         """Append a record that is not a Struct (kept for callers that build a dict)."""
         data = dict(fields)
         data["type"] = type_name
         self._write_line(_frame(orjson.dumps(data)))
 
-    def _write_line(self, line: bytes) -> None:
+    def _write_line(self, line: bytes, count: int = 1) -> None:
         if self._file.closed:
             raise JournalError(f"journal {self.path} is closed")
         view = memoryview(line)
@@ -167,7 +174,7 @@ class Journal:
             view = view[written:]
         if self.fsync:
             os.fsync(self._file.fileno())
-        self.records += 1
+        self.records += count
 
     def close(self) -> None:
         if not self._file.closed:

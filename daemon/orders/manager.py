@@ -109,10 +109,9 @@ class OrderManager(BracketsMixin, ReconcileMixin):
             decision_id=intent.decision_id, intent_id=intent.event_id,
             strategy_id=intent.strategy_id, reduce_only=intent.reduce_only,
             stop_loss=stop_loss, take_profit=take_profit)
-        self._record(intent)  # the intent, before the order it becomes
         if stop_loss is not None or take_profit is not None:
             self._add_bracket(order)
-        self._send(order, validate(order, self._instruments))
+        self._send(order, validate(order, self._instruments), intent)
         return order
 
     def cancel(self, order_id: str, reason: str = "requested") -> bool:
@@ -285,11 +284,14 @@ class OrderManager(BracketsMixin, ReconcileMixin):
                                              fill.fill_id)
         self._publish(*records, update)
 
-    def _send(self, order: Order, problem: str = "") -> None:
+    def _send(self, order: Order, problem: str = "", intent: OrderIntent | None = None) -> None:
+        """Journal (the intent first, when the order comes from one), publish, send."""
         self.orders[order.order_id] = order
         self._by_client[order.client_order_id] = order
         ts = order.ts_init
         if problem:
+            if intent is not None:
+                self._record(intent)
             self.counters["local_rejects"] += 1
             self._reject(order, f"invalid: {problem}", ts)
             return
@@ -304,7 +306,8 @@ class OrderManager(BracketsMixin, ReconcileMixin):
             side=order.side, quantity=order.quantity, order_type=order.order_type,
             price=order.price, time_in_force=order.time_in_force, ts_ns=ts,
             reduce_only=order.reduce_only)
-        self._record(submitted, request)
+        # one write for the action: the intent, the order, the request, all before the send
+        self._record(*((intent, submitted, request) if intent is not None else (submitted, request)))
         self.counters["submitted"] += 1
         self._publish(submitted)
         try:
@@ -379,8 +382,7 @@ class OrderManager(BracketsMixin, ReconcileMixin):
 
     def _record(self, *records: msgspec.Struct) -> None:
         if self._journal is not None:
-            for record in records:
-                self._journal.write(record)
+            self._journal.write_many(records)
 
     @staticmethod
     def _keys(order: Order) -> dict[str, str]:
