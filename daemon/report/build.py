@@ -22,7 +22,7 @@ def build_report(session: "Session", files: dict[str, str], *, startup_seconds: 
     """`replay_seconds` runs from ready (kernels compiled) until fills.csv and the equity chart
     are written: the throughput figure. `startup_seconds` is config to ready."""
     inst = session.instrument
-    book = session.om.positions
+    book = session.cache.positions
     portfolio = session.portfolio
     ts, eq, pos = portfolio.curve.arrays()
     cash0 = session.cfg.account.starting_cash
@@ -74,7 +74,7 @@ def build_report(session: "Session", files: dict[str, str], *, startup_seconds: 
         "realized_pnl": money(realized),
         "unrealized_pnl": money(unrealized),
         "fees": money(fees),
-        "final_position_lots": session.om.position(inst.id),
+        "final_position_lots": session.cache.position(inst.id),
         "sharpe": round(metrics.sharpe_ratio(ts, eq, float(cash0)), 4),
         "max_drawdown": round(dd_money, 6),
         "max_drawdown_pct": round(100 * dd_frac, 6),
