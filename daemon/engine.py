@@ -121,9 +121,10 @@ class TradingCore:
                     bars[batch.instrument_id].append(bar)
         used = sum(stage.prewarm(bars[stage.instrument.id]) for stage in self.matrices)
         for stage in self.matrices:
-            if not stage.ready:
+            got = len(bars[stage.instrument.id])
+            if got and not stage.ready:  # history was given but too short: say how short
                 log.warning("matrices_not_ready_after_history", instrument=stage.instrument.id,
-                            bars=len(bars[stage.instrument.id]), needed=stage.bars_needed())
+                            bars=got, needed=stage.bars_needed())
         return used
 
     def warmup(self) -> None:
