@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from pathlib import Path
 
 import msgspec
@@ -40,7 +41,10 @@ class DecisionRecorder:
             bus.subscribe_queue(event_type, name="decision_records", queue=self.queue)
         self.written = 0
         self.errors = 0
-        self._fh = path.open("wb")
+        # Written under a temporary name and renamed at `close`, like every report file: a
+        # crashed session leaves no half decision log beside an earlier report.
+        self._tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        self._fh = self._tmp.open("wb")
 
     async def run(self) -> None:
         """Owned by the session; runs until `close` cancels it."""
@@ -68,3 +72,4 @@ class DecisionRecorder:
         while self.queue.qsize():
             self._write(self.queue.get_nowait())
         self._fh.close()
+        os.replace(self._tmp, self.path)
