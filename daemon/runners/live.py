@@ -194,11 +194,15 @@ async def run_live(cfg: HimariConfig, out_dir: Path, on_ready: Any = None, *,
         tasks = [feed_task, timer_task, watch_task]
         duration = cfg.live.duration_s if cfg.live.duration_s > 0 else None
         try:
-            done, _ = await asyncio.wait({feed_task}, timeout=duration)
+            # The feed ends with the data; the timer and overdue tasks run until cancelled, so
+            # any of them finishing first has failed: the session stops on its error (exit 1).
+            done, _ = await asyncio.wait(tasks, timeout=duration,
+                                         return_when=asyncio.FIRST_COMPLETED)
             if not done:
                 stopped_by = "duration"
-            elif feed_task.exception() is not None:
-                raise feed_task.exception()  # type: ignore[misc]
+            for t in done:
+                if t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None:
