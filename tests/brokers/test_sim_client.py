@@ -19,6 +19,8 @@ from himari.daemon.events import TickBatch
 from himari.daemon.instruments import Instrument
 from himari.daemon.venue import OrderRequest
 
+from .venue_drive import run_clocked
+
 from .test_sim_venue import Recorder, req, run, trades
 
 INST = Instrument(id="X", tick_size=Decimal("0.01"), multiplier=Decimal(10))
@@ -30,19 +32,6 @@ def client(clock: ReplayClock | None = None, **kw) -> tuple[SimExecutionClient, 
     rec = Recorder()
     c.set_listener(rec)
     return c, rec
-
-
-def run_clocked(c: SimExecutionClient, clock: ReplayClock, batch: TickBatch) -> None:
-    """What the replay loop does: advance the clock to each executing tick, then execute."""
-    p = 0
-    while p < len(batch):
-        k = c.next_execution(batch, p, len(batch))
-        if k >= len(batch):
-            break
-        clock.advance_to(int(batch.ts_ns[k]))
-        c.execute_at(batch, k)
-        p = k + 1
-    clock.advance_to(int(batch.ts_ns[-1]))
 
 
 # ---- D2: a marketable limit takes at the market; a resting limit is maker at its limit

@@ -16,6 +16,8 @@ from himari.daemon.ids import IdSource
 from himari.daemon.instruments import Instrument
 from himari.daemon.orders.manager import OrderManager
 
+from .venue_drive import run_clocked
+
 INST = Instrument(id="ES", tick_size=Decimal("0.25"), multiplier=Decimal(50))
 
 
@@ -30,16 +32,8 @@ def setup(**venue_cfg):
 
 
 def drive(venue: SimVenue, clock: ReplayClock, prices: list[int], sizes: list[int]) -> None:
-    batch = TickBatch.from_trades("ES", np.arange(1, len(prices) + 1) * 1_000, np.array(prices),
-                                  np.array(sizes))
-    p = 0
-    while p < len(batch):
-        k = venue.next_execution(batch, p, len(batch))
-        if k >= len(batch):
-            break
-        clock.advance_to(int(batch.ts_ns[k]))
-        venue.execute_at(batch, k)
-        p = k + 1
+    run_clocked(venue, clock, TickBatch.from_trades(
+        "ES", np.arange(1, len(prices) + 1) * 1_000, np.array(prices), np.array(sizes)))
 
 
 def intent(side: int, qty: int, stop: int, target: int) -> OrderIntent:
@@ -93,16 +87,8 @@ def setup_clocked(**venue_cfg):
 
 
 def drive_at(venue, clock: ReplayClock, ts: list[int], prices: list[int]) -> None:
-    batch = TickBatch.from_trades("ES", np.array(ts), np.array(prices), np.array([9] * len(ts)))
-    p = 0
-    while p < len(batch):
-        k = venue.next_execution(batch, p, len(batch))
-        if k >= len(batch):
-            break
-        clock.advance_to(int(batch.ts_ns[k]))
-        venue.execute_at(batch, k)
-        p = k + 1
-    clock.advance_to(int(batch.ts_ns[-1]))
+    run_clocked(venue, clock, TickBatch.from_trades("ES", np.array(ts), np.array(prices),
+                                                    np.array([9] * len(ts))))
 
 
 def test_bracket_round_trip_with_latency_both_ways():
