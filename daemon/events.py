@@ -296,11 +296,13 @@ class ExecutionDiscrepancy(Event, frozen=True, kw_only=True):
     `kind`: duplicate_fill (same exec_id again: ignored), overfill (more than the order's leaves:
     booked), fill_after_cancel (a fill for an order we had as cancelled: booked), external_fill (an
     order we never sent: booked), order_absent (an in-flight order the venue does not know),
-    position_mismatch (reconciliation found another position: adjusted)."""
+    position_mismatch (reconciliation found another position: adjusted by `quantity` lots at
+    `price`, which a journal rebuild books again)."""
 
     kind: str
     instrument_id: str = ""
     client_order_id: str = ""
     exec_id: str = ""
     quantity: int = 0  # signed lots involved (0 when not a quantity)
+    price: int = 0  # ticks: the price a position_mismatch adjustment was booked at
     detail: str = ""

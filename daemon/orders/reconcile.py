@@ -147,11 +147,12 @@ class ReconcileMixin:
 
     def _discrepancy(self: OrderManager, kind: str, ts_ns: int, instrument_id: str = "",
                      client_order_id: str = "", exec_id: str = "", quantity: int = 0,
-                     detail: str = "") -> None:
+                     detail: str = "", price: int = 0) -> None:
         self.counters["discrepancies"] += 1
         self._emit(ExecutionDiscrepancy(
             event_id=self._ids.next("E"), ts_ns=ts_ns, kind=kind, instrument_id=instrument_id,
-            client_order_id=client_order_id, exec_id=exec_id, quantity=quantity, detail=detail))
+            client_order_id=client_order_id, exec_id=exec_id, quantity=quantity, price=price,
+            detail=detail))
 
     async def reconcile(self: OrderManager, client: ExecutionClient, ts_ns: int) -> dict[str, int]:
         """Startup / periodic reconciliation with the venue (the truth). Returns what it did."""
@@ -187,10 +188,11 @@ class ReconcileMixin:
         self.counters["position_mismatches"] += 1
         log.error("position_mismatch", instrument_id=instrument_id,
                   ours=self.positions.quantity(instrument_id), diff=diff, price=price)
+        # journaled first (a rebuild books the adjustment again), then applied
+        self._discrepancy("position_mismatch", ts_ns, instrument_id, quantity=diff, price=price,
+                          detail=f"adjusted to the venue by {diff} lots at {price} ticks")
         self.positions.apply_fill(instrument_id, 1 if diff > 0 else -1, abs(diff), price,
                                   Decimal(0), ts_ns)
-        self._discrepancy("position_mismatch", ts_ns, instrument_id, quantity=diff,
-                          detail=f"adjusted to the venue by {diff} lots at {price} ticks")
         self._publish(self.positions.update_event(instrument_id, self._ids.next("E"), ts_ns))
 
     def restore(self: OrderManager, state: RecoveredState) -> None:

@@ -16,8 +16,11 @@ How each record type is replayed:
   state cannot take (after a cancel, beyond its quantity) or of an unknown order is still booked,
   because the venue is the truth, and noted in `anomalies`. `OrderFilled` /
   `OrderPartiallyFilled` only repeat what the Fill says: counted.
-- `CancelRequest` sets `cancel_requested_ns`. `OrderIntent`, `RiskVerdict`, `PositionUpdate`,
-  `ExecutionDiscrepancy` and anything else are counted in `counts`.
+- `CancelRequest` sets `cancel_requested_ns`.
+- `ExecutionDiscrepancy(kind="position_mismatch")` books the reconciliation's adjustment to the
+  venue's position again (its `quantity` lots at its `price`, no fee).
+- `OrderIntent`, `RiskVerdict`, `PositionUpdate`, other discrepancies and anything else are
+  counted in `counts`.
 """
 
 from __future__ import annotations
@@ -296,6 +299,13 @@ class _Rebuilder:
         s.positions.apply_fill(rec.instrument_id, rec.side, rec.quantity, rec.price, rec.fee,
                                rec.ts_ns)
         s.fills += 1
+
+    def on_ExecutionDiscrepancy(self, rec: Any) -> None:
+        if rec.kind != "position_mismatch" or not rec.quantity or not rec.instrument_id:
+            return
+        self.s.instruments.add(rec.instrument_id)
+        self.s.positions.apply_fill(rec.instrument_id, 1 if rec.quantity > 0 else -1,
+                                    abs(rec.quantity), rec.price, Decimal(0), rec.ts_ns)
 
     def finish(self) -> None:
         # A request whose OrderSubmitted never reached the journal may have reached the venue.

@@ -792,3 +792,27 @@ def test_lost_cancel_is_forgotten_after_a_status_report_so_it_can_be_asked_again
     rig.om.apply_status_report(report(order, "accepted", 0), 2_000)
     assert order.cancel_requested_ns is None and rig.om.counters["cancels_lost"] == 1
     assert rig.om.cancel(order.order_id) and venue.cancels == [order.client_order_id] * 2
+
+
+def test_a_reconciled_position_is_rebuilt_from_the_journal(tmp_path: Path) -> None:
+    """The adjustment to the venue's position is journaled, so a restart rebuilds it (not the
+    position from before the reconciliation)."""
+    import asyncio
+
+    from himari.daemon.orders.recovery import load_state
+
+    journal = Journal(tmp_path / "journal.jsonl", fsync=False)
+    rig = Rig(journal)
+    venue = ReportingVenue()
+    rig.venue = venue
+    rig.om = OrderManager(rig.bus, rig.clock, rig.ids, {"ES": ES}, venue, journal)
+    a = rig.submit(quantity=2)
+    rig.fill(a, 2, 10000)
+    venue.reports = {a.client_order_id: report(a, "filled", 2)}
+    venue.position_reports = [PositionReport(instrument_id="ES", quantity=-1)]  # the truth
+    asyncio.run(rig.om.reconcile(venue, 5_000))
+    assert rig.om.position("ES") == -1
+    journal.close()
+    state = load_state(tmp_path, {"ES": ES})
+    assert state.positions.quantity("ES") == -1
+    assert state.positions.realized_pnl("ES") == rig.om.positions.realized_pnl("ES")
