@@ -6,16 +6,23 @@ simulator on the wall clock, or against a remote broker: the bus, the cache, the
 instrument, the feature matrices and the decision records. A runner (`runners/replay.py`,
 `runners/live.py`) owns the clock and the data, and drives this core.
 
-Hot-path handlers, in the order the bus runs them (lower `order` first):
+Hot-path handlers, in the order the bus runs them (lower `order` first; the test
+tests/core/test_engine_wiring.py keeps this table true):
 
-    Bar            10 portfolio (ATR, mark, equity -> risk, equity curve)
-                   20 matrices (tactical / strategic rows, synergy)
-                   50 strategy (decides; publishes Decision, OrderIntent)
-    OrderIntent    10 risk gate (verdict; an approved intent goes to the order manager)
-    PositionUpdate 10 portfolio.trades (closed round trips -> risk's Kelly inputs)
-                   50 strategy (position; next intent of a flip)
-    Fill          200 report.fills
-    slow queues       decision records (decisions.jsonl)
+    Bar             10 portfolio (ATR, mark, equity -> risk, equity curve)
+                    20 matrices (tactical / strategic rows, synergy; ready matrices only)
+                    50 <strategy>.bar (decides; publishes Decision, OrderIntent)
+    OrderIntent     10 risk_gate (verdict; an approved intent goes to the order manager)
+    OrderSubmitted   0 risk_gate.working (working orders count against limits at once)
+                    50 <strategy>.submitted
+    RiskVerdict     50 <strategy>.verdict (a refusal drops the target)
+    OrderFilled / OrderCancelled / OrderRejected / OrderExpired
+                    50 <strategy>.order_done
+    PositionUpdate  10 portfolio.trades (closed round trips -> risk's Kelly inputs)
+                    50 <strategy>.position (the next intent of a flip)
+    Fill           200 report.fills
+    slow queue         decision records (decisions.jsonl): decisions, intents, verdicts, order
+                       events, fills, synergies, execution discrepancies
 """
 
 from __future__ import annotations

@@ -17,9 +17,10 @@ import msgspec
 import structlog
 
 from himari.daemon.bus import Bus, SlowQueue
-from himari.daemon.events import (Decision, Fill, OrderAccepted, OrderCancelled, OrderExpired,
-                                  OrderFilled, OrderIntent, OrderPartiallyFilled, OrderRejected,
-                                  OrderSubmitted, RiskVerdict, SynergyDetected)
+from himari.daemon.events import (Decision, ExecutionDiscrepancy, Fill, OrderAccepted,
+                                  OrderCancelled, OrderExpired, OrderFilled, OrderIntent,
+                                  OrderPartiallyFilled, OrderRejected, OrderSubmitted,
+                                  RiskVerdict, SynergyDetected)
 from himari.daemon.jsonl import typed_line
 
 log = structlog.get_logger("himari.records")
@@ -30,7 +31,8 @@ _ID_FIELDS = ("event_id", "ts_ns", "source_id", "decision_id", "intent_id", "ord
               "target_position", "synergy_type", "direction")
 
 RECORDED = (Decision, OrderIntent, RiskVerdict, OrderSubmitted, OrderAccepted, OrderPartiallyFilled,
-            OrderFilled, OrderCancelled, OrderRejected, OrderExpired, Fill, SynergyDetected)
+            OrderFilled, OrderCancelled, OrderRejected, OrderExpired, Fill, SynergyDetected,
+            ExecutionDiscrepancy)
 
 
 class DecisionRecorder:
