@@ -11,7 +11,13 @@ import msgspec
 _ENCODER = msgspec.json.Encoder(decimal_format="string")
 
 
+_HEADS: dict[type, bytes] = {}
+
+
 def typed_line(record: msgspec.Struct) -> bytes:
     body = _ENCODER.encode(record)  # b'{...}' (b'{}' for a Struct without fields)
-    head = b'{"type":"' + type(record).__name__.encode() + b'"'
+    cls = type(record)
+    head = _HEADS.get(cls)
+    if head is None:
+        head = _HEADS[cls] = b'{"type":"' + cls.__name__.encode() + b'"'
     return head + (b"," + body[1:] if len(body) > 2 else b"}") + b"\n"
