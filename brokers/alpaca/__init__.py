@@ -1,0 +1,1 @@
+"""The Alpaca adapter: a data client and an execution client over aiohttp."""

@@ -1,0 +1,1 @@
+"""A local broker sandbox speaking Alpaca's Trading API v2 and streams on loopback."""
