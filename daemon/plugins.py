@@ -24,7 +24,7 @@ SYNERGY = "himari.strategies.synergy"
 NOT_YET = {"sandbox": "the local broker sandbox (Alpaca's protocol) arrives in a later release",
            "alpaca": "the Alpaca adapter arrives in a later release"}
 
-_MODULE_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
+_MODULE_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 def resolve(table: dict[str, str], key: str, name: str) -> Any:
@@ -43,7 +43,8 @@ def resolve(table: dict[str, str], key: str, name: str) -> Any:
     try:
         mod = importlib.import_module(path)
     except ImportError as exc:
-        raise ConfigError(key, name, f"an importable plugin module ({exc})") from None
+        raise ConfigError(key, name, f"one of {', '.join(sorted(table))}, or an importable "
+                          f"plugin module ({exc})") from None
     for attr in ("CONFIG", "build"):
         if not hasattr(mod, attr):
             raise ConfigError(key, name, f"a plugin module defining CONFIG and build(); "

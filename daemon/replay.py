@@ -39,8 +39,10 @@ TickHook = Callable[[str, int, int], None]  # (instrument id, price ticks, ts_ns
 
 
 class ReplayLoop:
-    def __init__(self, bus: Bus, clock: ReplayClock, builders: list[BarBuilder] | dict[str, list[BarBuilder]],
-                 venue: ReplayVenue, timer: StageTimer, on_tick: TickHook | None = None) -> None:
+    def __init__(self, bus: Bus, clock: ReplayClock,
+                 builders: list[BarBuilder] | dict[str, list[BarBuilder]],
+                 venue: ReplayVenue | None, timer: StageTimer,
+                 on_tick: TickHook | None = None) -> None:
         self.bus = bus
         self.clock = clock
         if isinstance(builders, dict):
@@ -90,7 +92,7 @@ class ReplayLoop:
                     if g < gap:
                         gap = g
             t1 = perf()
-            while p < gap:
+            while p < gap and venue is not None:  # no venue: a remote one matches on its own
                 k = venue.next_execution(batch, p, gap)
                 if k >= gap:
                     p = gap
@@ -125,6 +127,8 @@ class ReplayLoop:
             b.finish()
 
     def flush_venue(self) -> None:
-        """Market orders still waiting fill at each instrument's last tick."""
+        """Market orders still waiting fill at each instrument's last tick (simulated venue)."""
+        if self.venue is None:
+            return
         for batch in self.last_batches.values():
             self.venue.end_of_data(batch)

@@ -201,6 +201,43 @@ def open_source(cfg: HimariConfig, paths: list[str]) -> ReplaySource:
     return ReplaySource(inputs)
 
 
+class BrokerSource:
+    """What the report reads about the inputs when market data comes from a broker's stream:
+    the instruments come from config (tick and lot size must be given, a stream cannot be
+    inspected before it is trusted)."""
+
+    def __init__(self, cfg: HimariConfig) -> None:
+        icfg = cfg.instrument
+        symbols = list(cfg.feed.symbols) or ([icfg.id] if icfg.id else [])
+        if not symbols:
+            raise ConfigError("feed.symbols", [], "the symbols to trade (or instrument.id)")
+        for key in ("tick_size", "lot_size"):
+            if getattr(icfg, key) == "auto":
+                raise ConfigError(f"instrument.{key}", "auto",
+                                  "a decimal for a broker feed (nothing to infer it from)")
+        tick, lot = Decimal(icfg.tick_size), Decimal(icfg.lot_size)
+        self.instruments = {
+            s: Instrument(id=s, tick_size=tick, lot_size=lot, multiplier=icfg.multiplier,
+                          currency=infer_currency(s) if icfg.currency == "auto" else icfg.currency)
+            for s in symbols}
+        self.instrument = next(iter(self.instruments.values()))
+        self.venue = cfg.venue.name
+
+    def warmup(self) -> None:
+        return None
+
+    def expected_ticks(self) -> int | None:
+        return None
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [{"input": f"{self.venue} market data stream", "instrument": i, "kind": "live",
+                 "description": f"live trades and quotes of {i} from {self.venue}"}
+                for i in self.instruments]
+
+    def malformed(self) -> int:
+        return 0
+
+
 def _instrument(cfg: HimariConfig, inst_id: str, feed_inst: Instrument) -> Instrument:
     icfg = cfg.instrument
     currency = infer_currency(inst_id) if icfg.currency == "auto" else icfg.currency

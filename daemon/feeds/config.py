@@ -114,8 +114,9 @@ class SyntheticConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
 
 
 class FeedConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    kind: str = "synthetic"  # synthetic | file
+    kind: str = "synthetic"  # synthetic | file | broker (the venue plug-in's data client)
     paths: list[str] = []
+    symbols: list[str] = []  # broker feeds: the instruments to trade ([] = instrument.id)
     format: str = "auto"  # auto | trades | quotes | bars
     header: str = "auto"  # auto | yes | no
     delimiter: str = "auto"  # auto (one of , ; tab |) or a single character
@@ -132,7 +133,7 @@ class FeedConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     synthetic: SyntheticConfig = msgspec.field(default_factory=SyntheticConfig)
 
     def __post_init__(self) -> None:
-        check_choice("feed.kind", self.kind, ("synthetic", "file"))
+        check_choice("feed.kind", self.kind, ("synthetic", "file", "broker"))
         check_choice("feed.format", self.format, ("auto", "trades", "quotes", "bars"))
         check_choice("feed.header", self.header, ("auto", "yes", "no"))
         check_choice("feed.ts_unit", self.ts_unit, ("auto", "s", "ms", "us", "ns", "iso"))

@@ -30,6 +30,7 @@ from typing import Any
 
 import structlog
 
+from himari.daemon import plugins
 from himari.daemon.clock import LiveClock
 from himari.daemon.config import HimariConfig
 from himari.daemon.engine import TradingCore, build_core
@@ -39,7 +40,7 @@ from himari.daemon.orders.journal import Journal
 from himari.daemon.orders.recovery import RecoveredState, load_state
 from himari.daemon.replay import ReplayLoop
 from himari.daemon.runners.replay import ReplaySession
-from himari.daemon.sources import open_source
+from himari.daemon.sources import BrokerSource, open_source
 
 log = structlog.get_logger("himari.live")
 
@@ -151,8 +152,9 @@ async def run_live(cfg: HimariConfig, out_dir: Path, on_ready: Any = None, *,
                    data_paths: list[str] | None = None,
                    recovered: RecoveredState | None = None) -> dict[str, Any]:
     t_start = time.perf_counter()
-    source = open_source(cfg, list(data_paths or []))
-    clock = LiveClock(speed=cfg.live.speed)
+    broker_feed = cfg.feed.kind == "broker"
+    source: Any = BrokerSource(cfg) if broker_feed else open_source(cfg, list(data_paths or []))
+    clock = LiveClock(speed=1.0 if broker_feed else cfg.live.speed)
     ids = ids or IdSource(f"P{time.time_ns() // 1_000_000:x}")
     journal = None
     if journal_path is not None or cfg.report.journal:  # a state dir's journal is always on
@@ -161,13 +163,18 @@ async def run_live(cfg: HimariConfig, out_dir: Path, on_ready: Any = None, *,
             journal_path = out_dir / "journal.jsonl"
         journal = Journal(journal_path, fsync=cfg.report.journal_fsync)
     core = build_core(cfg, source.instruments, clock, ids, out_dir=out_dir, journal=journal)
-    data = PacedDataClient(source, clock, history_s=cfg.live.history_s)
+    data = (plugins.venue_module(cfg).build_data(plugins.venue_config(cfg), core.instruments,
+                                                 clock=clock)
+            if broker_feed else PacedDataClient(source, clock, history_s=cfg.live.history_s))
     loop = ReplayLoop(core.bus, clock, core.builders, core.matching, core.timer,
                       on_tick=core.on_tick)
     runner = LiveRunner(cfg, core, data, loop)
     session = ReplaySession(cfg, source, core, loop)
     core.warmup()
     source.warmup()
+    connect = getattr(core.client, "connect", None)  # a remote client opens its links here
+    if connect is not None:
+        await connect()
     if recovered is not None and journal_path is not None:
         await recover(core, journal_path.parent)
     await data.connect()
@@ -177,7 +184,7 @@ async def run_live(cfg: HimariConfig, out_dir: Path, on_ready: Any = None, *,
     core.start()
     t_ready = time.perf_counter()
     log.info("ready", mode=cfg.daemon.mode, instruments=list(core.instruments),
-             history_ticks=data.history_ticks, matrix_bars_prewarmed=warmed,
+             history_ticks=getattr(data, "history_ticks", 0), matrix_bars_prewarmed=warmed,
              speed=cfg.live.speed, duration_s=cfg.live.duration_s)
     if on_ready is not None:
         on_ready()
@@ -226,9 +233,13 @@ async def run_live(cfg: HimariConfig, out_dir: Path, on_ready: Any = None, *,
     finally:
         for t in tasks:
             t.cancel()
+        close = getattr(core.client, "close", None)
+        if close is not None:
+            await close()
         await session.close(recorder_task)
     live = {"bars_closed_by_timer": runner.bars_closed_by_timer,
-            "strategic_flushes": runner.strategic_flushes, "history_ticks": data.history_ticks,
+            "strategic_flushes": runner.strategic_flushes,
+            "history_ticks": getattr(data, "history_ticks", 0),
             "matrix_bars_prewarmed": warmed, "speed": cfg.live.speed}
     return session.write_report(out_dir, t_start=t_start, t_ready=t_ready, t_loop=t_loop,
                                 t_end_loop=t_end_loop, mode=cfg.daemon.mode,
