@@ -105,6 +105,7 @@ class AlpacaExecutionClient:
             self.stream.connected = False
         if self.rest is not None:
             await self.rest.close()
+        self.rest = None  # queries after close fail instead of reopening a session
 
     async def drain(self) -> None:
         """Wait until every queued order and cancel has been handled."""

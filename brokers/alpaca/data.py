@@ -88,9 +88,11 @@ class AlpacaDataClient:
         return iter(())
 
     def _subscribe_msg(self) -> bytes:
+        """What `subscribe` asked for; nothing asked: trades and quotes of every instrument."""
+        subs = self.subscriptions or {i: ("trades", "quotes") for i in self.instruments}
         msg: dict[str, Any] = {"action": "subscribe"}
         for kind in KINDS:
-            syms = [self._symbol[i] for i, kinds in self.subscriptions.items() if kind in kinds]
+            syms = [self._symbol[i] for i, kinds in subs.items() if kind in kinds]
             if syms:
                 msg[_CHANNEL[kind]] = syms
         return orjson.dumps(msg)
