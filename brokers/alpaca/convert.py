@@ -72,7 +72,9 @@ def plain(d: Decimal) -> str:
 
 def order_body(req: OrderRequest, inst: Instrument, symbol: str,
                extended_hours: bool = False) -> dict[str, Any]:
-    """The POST /v2/orders JSON body for one request. Prices and quantities are exact strings."""
+    """The POST /v2/orders JSON body for one request. Prices and quantities are exact strings.
+    `reduce_only` has no Alpaca equivalent for equities: it is not sent (the order manager and
+    risk enforce it before the order leaves)."""
     if req.side not in SIDES:
         raise ValueError(f"order {req.client_order_id}: side = {req.side!r} is not +1 or -1")
     if req.order_type not in ORDER_TYPES:
