@@ -168,14 +168,20 @@ class AlpacaExecutionClient(QueriesMixin):
                 self._remember(coid, data)
                 return
             message = data.get("message", "") if isinstance(data, dict) else str(data)
+            # a 5xx may still have placed the order, and a 422 "client_order_id must be unique"
+            # says an earlier try did: look before rejecting or sending it again
+            if status >= 500 or (status == 422 and "client_order_id" in message):
+                try:
+                    found = await self._lookup(coid)
+                except (AlpacaError, OutcomeUnknown) as exc:
+                    log.error("alpaca_order_unresolved", client_order_id=coid, error=str(exc))
+                    return  # the order manager's ack timeout and reconciliation settle it
+                if found is not None:
+                    self._remember(coid, found)
+                    return
             if status < 500:
                 self._listen().on_rejected(coid, f"alpaca refused the order: HTTP {status}: "
                                            f"{message}", self._now())
-                return
-            # a 5xx may still have placed the order: look before sending it again
-            found = await self._lookup(coid)
-            if found is not None:
-                self._remember(coid, found)
                 return
             if tries >= self.cfg.max_retries:
                 self._listen().on_rejected(coid, f"alpaca HTTP {status} after {tries + 1} "

@@ -185,3 +185,27 @@ async def test_backoff_grows_while_the_stream_cannot_authenticate(fake) -> None:
         await c.close()
     assert sleeps.delays[:6] == [0.25, 0.5, 1.0, 2.0, 4.0, 4.0]  # doubling, capped
     assert not c.connected
+
+
+async def test_duplicate_client_id_answer_is_resolved_by_lookup(fake, client) -> None:
+    """A 422 'client_order_id must be unique' means an earlier try placed the order."""
+    fake.post_script = [("status", 503, {}, {"message": "bad gateway"})]
+    client.submit(req("C1"))
+    await drain(client)
+    (oid,) = fake.orders
+    fake.post_script = [("status", 422, {}, {"code": 40010001,
+                                             "message": "client_order_id must be unique"})]
+    client.submit(req("C1"))
+    client.cancel("C1", 3)
+    await drain(client)
+    assert client.rec.named("on_rejected") == []
+    assert ("DELETE", f"/v2/orders/{oid}") in [r[:2] for r in fake.requests]
+
+
+async def test_5xx_until_the_retries_run_out_is_a_reject(fake, client) -> None:
+    fake.post_script = [("status", 500, {}, {"message": "internal error"})] * 6
+    client.submit(req("C1"))
+    await drain(client)
+    assert len(fake.posts()) == 6 and fake.orders == {}  # max_retries = 5: 6 tries
+    (rejected,) = client.rec.named("on_rejected")
+    assert "HTTP 500 after 6 attempts" in rejected[1]
