@@ -57,6 +57,7 @@ class AlpacaDataClient:
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self.last_bar: dict[str, dict[str, Any]] = {}
+        self.history_ticks = 0  # no socket history (the live runner logs this count)
         self.counters = {"ticks": 0, "refused": 0, "connects": 0}
 
     def __repr__(self) -> str:

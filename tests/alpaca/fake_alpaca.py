@@ -75,7 +75,7 @@ class FakeAlpaca:
                  "updated_at": "2024-01-02T14:30:00.123456789Z",
                  "submitted_at": "2024-01-02T14:30:00.123456789Z", "symbol": body["symbol"],
                  "asset_class": "us_equity", "qty": body["qty"], "filled_qty": "0",
-                 "filled_avg_price": None, "order_class": "", "type": body["type"],
+                 "filled_avg_price": None, "order_class": "simple", "type": body["type"],
                  "order_type": body["type"], "side": body["side"],
                  "time_in_force": body["time_in_force"], "limit_price": body.get("limit_price"),
                  "stop_price": body.get("stop_price"), "status": "accepted",
