@@ -40,6 +40,12 @@ def read_keys(cfg: AlpacaConfig, env: Mapping[str, str]) -> tuple[str, str]:
     return env[cfg.key_env], env[cfg.secret_env]
 
 
+def _report_death(task: asyncio.Task[None]) -> None:
+    """The owned tasks run until `close`; one that ends on its own has failed: say so."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("alpaca_task_died", task=task.get_name(), error=repr(task.exception()))
+
+
 class AlpacaExecutionClient(QueriesMixin):
     def __init__(self, cfg: AlpacaConfig, instruments: dict[str, Instrument],
                  clock: Clock | None = None, session: str = "", *,
@@ -91,6 +97,8 @@ class AlpacaExecutionClient(QueriesMixin):
                                          self._on_update, self._on_state)
         self._tasks = [asyncio.create_task(self._send_loop(), name="alpaca-orders"),
                        asyncio.create_task(self.stream.run(session), name="alpaca-stream")]
+        for task in self._tasks:
+            task.add_done_callback(_report_death)
 
     async def close(self) -> None:
         for task in self._tasks:
