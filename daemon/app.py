@@ -4,7 +4,10 @@
   time over recorded or synthetic ticks.
 - `daemon.mode = "paper"` with the simulated exchange (`venue.name = "sim"`): the live runner
   (`runners/live.py`) on the wall clock, fed by a paced data client (paper-sim).
-- paper or live against a remote broker: refused (exit 2) until the network adapters exist.
+- `daemon.mode = "paper"` with a broker's execution client (`venue.name = "alpaca"`, pointed at
+  Alpaca's paper API or the local sandbox) and `feed.kind = "broker"`: the live runner on the
+  wall clock with the broker's data client.
+- `daemon.mode = "live"`: refused (exit 2) in this version.
 The trading core both runners drive is built in one place, `engine.py`.
 """
 
@@ -27,10 +30,15 @@ __all__ = ["ReplaySession", "Session", "build_session", "check_mode", "run_repla
 
 def check_mode(cfg: HimariConfig) -> None:
     """Refuse (exit 2) a mode this build cannot run, before anything starts."""
-    if cfg.daemon.mode == "live" or (cfg.daemon.mode == "paper" and cfg.venue.name != "sim"):
+    if cfg.daemon.mode == "live":
         raise ConfigError("daemon.mode", cfg.daemon.mode,
-                          "'replay', or 'paper' with venue.name = 'sim' (paper-sim) in this "
-                          "version: the network broker adapters arrive in a later release")
+                          "'replay' or 'paper' in this version: live trading needs the broker "
+                          "paths proven in paper first (a later release)")
+    if cfg.daemon.mode == "paper" and cfg.venue.name != "sim" and cfg.feed.kind != "broker":
+        raise ConfigError("feed.kind", cfg.feed.kind,
+                          f"\"broker\" for paper trading on {cfg.venue.name}: its market data "
+                          "comes from the broker (recorded or synthetic data pairs with "
+                          "venue.name = \"sim\")")
 
 
 async def run_session(cfg: HimariConfig, data_paths: list[str], out_dir: Path,

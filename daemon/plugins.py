@@ -18,11 +18,11 @@ from typing import Any
 from himari.daemon.configbase import ConfigError
 
 STRATEGIES = {"ema_cross": "himari.strategies.ema_cross"}
-VENUES = {"sim": "himari.brokers.sim.plugin"}
+VENUES = {"sim": "himari.brokers.sim.plugin", "alpaca": "himari.brokers.alpaca.plugin"}
 SYNERGY = "himari.strategies.synergy"
 # Named in configs already, built in a later release: refused with a reason, not "unknown".
-NOT_YET = {"sandbox": "the local broker sandbox (Alpaca's protocol) arrives in a later release",
-           "alpaca": "the Alpaca adapter arrives in a later release"}
+NOT_YET = {"sandbox": "the local broker sandbox is not a venue: run `himari sandbox` and point "
+                      "venue.name = \"alpaca\" at it (venue.params.base_url)"}
 
 _MODULE_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 

@@ -98,10 +98,16 @@ class LiveRunner:
 
     async def watch_overdue(self, every_s: float = 1.0) -> None:
         """An order the venue never acknowledged (or a cancel it never answered) is looked up
-        by client order id and the answer applied: never a blind resend."""
+        by client order id and the answer applied: never a blind resend. After the venue's link
+        comes back, everything is reconciled over its status queries before anything else."""
         om, client = self.core.om, self.core.client
+        was_connected = om.connected
         while True:
             await asyncio.sleep(every_s)
+            if om.connected and not was_connected:
+                summary = await om.reconcile(client, self.clock.now_ns())
+                log.warning("reconciled_after_reconnect", **summary)
+            was_connected = om.connected
             for order in om.overdue(self.clock.now_ns()):
                 report = await client.query_order(order.client_order_id)
                 om.apply_status_report(report, self.clock.now_ns(),
@@ -233,6 +239,10 @@ async def run_live(cfg: HimariConfig, out_dir: Path, on_ready: Any = None, *,
     finally:
         for t in tasks:
             t.cancel()
+        drain = getattr(core.client, "drain", None)  # cancels still queued reach the venue
+        if drain is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(drain(), 5.0)
         close = getattr(core.client, "close", None)
         if close is not None:
             await close()

@@ -77,7 +77,7 @@ def test_bad_usage_exits_2(capsys, tmp_path):
 
 def test_paper_mode_is_refused_with_a_reason_until_the_sandbox_exists(capsys):
     code, _, err = run(capsys, "run", "--config", str(REPO / "config" / "paper.toml"))
-    assert code == 2 and "venue.name" in err and "sandbox" in err and "later release" in err
+    assert code == 2 and "venue.name" in err and "sandbox" in err and "alpaca" in err
     # paper (or live) on anything but the simulated exchange is refused by mode, too
     code, _, err = run(capsys, "run", "--config", str(REPO / "config" / "paper-sim.toml"),
                        "--set", "daemon.mode=live")
