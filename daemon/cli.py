@@ -13,13 +13,14 @@ import sys
 from pathlib import Path
 
 from himari import __version__
+from himari.daemon import plugins
 from himari.daemon.configbase import ConfigError
 from himari.daemon.statedir import StartupError
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(sandbox: bool = False) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="himari", description="himari: an asyncio trading daemon")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -48,12 +49,31 @@ def _parser() -> argparse.ArgumentParser:
     j = sub.add_parser("journal", help="print the state rebuilt from a state directory's journal")
     j.add_argument("state_dir", metavar="STATE_DIR")
 
+    pp = sub.add_parser("paper", help="a bounded paper session against the broker sandbox "
+                        "(started on loopback unless a broker URL is given) or a broker")
+    pp.add_argument("--config", help="TOML config file (default: the embedded defaults)")
+    pp.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    pp.add_argument("--broker-url", default=None, help="the broker's REST URL (default: start "
+                    "the local sandbox)")
+    pp.add_argument("--state-dir", default=None, help="lock, journal and id session")
+    pp.add_argument("--out", default=None, help="output directory (default: report.out_dir)")
+    pp.add_argument("--quiet", action="store_true", help="no summary on stdout")
+    pp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one config key")
+
+    if sandbox:  # its options live with the sandbox (importing it costs aiohttp: only when asked)
+        plugins.sandbox_cli().add_parser(sub)
+    else:
+        sub.add_parser("sandbox", help="serve the local broker sandbox on Alpaca's protocol "
+                       "(127.0.0.1; keys from APCA_API_KEY_ID / APCA_API_SECRET_KEY)")
+
     sub.add_parser("version", help="print the version")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+    words = sys.argv[1:] if argv is None else argv
+    parser = _parser(sandbox=bool(words) and words[0] == "sandbox")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
@@ -68,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             return _replay(args)
         if args.command == "run":
             return _run(args)
+        if args.command == "paper":
+            return _paper(args)
+        if args.command == "sandbox":
+            return int(plugins.sandbox_cli().main(args))
         if args.command == "journal":
             return _journal(args.state_dir)
     except (ConfigError, StartupError) as exc:
@@ -145,6 +169,24 @@ def _run(args: argparse.Namespace) -> int:
     state_dir = args.state_dir or cfg.daemon.state_dir
     return _run_replay(cfg, list(cfg.feed.paths), out, quiet=True,
                        state_dir=Path(state_dir) if state_dir else None)
+
+
+def _paper(args: argparse.Namespace) -> int:
+    import json
+
+    from himari.daemon.paper import run_paper
+    from himari.daemon.report.build import print_summary
+
+    report, recon = run_paper(args.config, args.set, duration=args.duration,
+                              broker_url=args.broker_url,
+                              state_dir=Path(args.state_dir) if args.state_dir else None,
+                              out=Path(args.out) if args.out else None)
+    if report is None:
+        return EXIT_RUNTIME
+    if not args.quiet:
+        print_summary(report)
+        print("reconciliation with the broker: " + json.dumps(recon, sort_keys=True))
+    return EXIT_OK if recon is None or recon["positions_equal"] else EXIT_RUNTIME
 
 
 def _journal(state_dir: str) -> int:

@@ -20,6 +20,7 @@ from himari.daemon.configbase import ConfigError
 STRATEGIES = {"ema_cross": "himari.strategies.ema_cross"}
 VENUES = {"sim": "himari.brokers.sim.plugin", "alpaca": "himari.brokers.alpaca.plugin"}
 SYNERGY = "himari.strategies.synergy"
+SANDBOX_CLI = "himari.brokers.sandbox.cli"  # `himari sandbox`: the local broker sandbox
 # Named in configs already, built in a later release: refused with a reason, not "unknown".
 NOT_YET = {"sandbox": "the local broker sandbox is not a venue: run `himari sandbox` and point "
                       "venue.name = \"alpaca\" at it (venue.params.base_url)"}
@@ -84,3 +85,8 @@ def synergy_config(cfg: Any) -> Any:
 def synergy_detector(cfg: Any, ids: Any) -> Any:
     mod = importlib.import_module(SYNERGY)
     return mod.SynergyDetector(synergy_config(cfg), ids)
+
+
+def sandbox_cli() -> Any:
+    """The `himari sandbox` subcommand (add_parser, main), found by import path."""
+    return importlib.import_module(SANDBOX_CLI)
