@@ -170,7 +170,7 @@ class Exchange:
                 self.state.last_ticks[symbol] = int(ticks.price[-1])
                 self.on_ticks(symbol, ticks)
                 self._match(symbol, ticks)
-        self._expire(now)
+        self.expire(now)
         self.state.clock_ns = now
         self.commit()
         return min(t.next_ts() for t in self.tapes.values())
@@ -208,7 +208,8 @@ class Exchange:
                 self._emit("canceled", o, last)
                 self._dirty = True
 
-    def _expire(self, now: int) -> None:
+    def expire(self, now: int) -> None:
+        """Day orders whose trading day ended by `now` expire."""
         for o in self.state.orders.values():
             if o.is_open and o.expires_ns is not None and o.expires_ns <= now:
                 work = self.engine.get(o.client_order_id)

@@ -64,6 +64,13 @@ class Faults(msgspec.Struct, kw_only=True):
             raise FaultError(f"drop_ws {drop!r} must be true or false")
         return drop
 
+    def view(self) -> dict[str, Any]:
+        """The settings in the shape the POST body takes."""
+        return {"http_429": {"count": self.http_429, "retry_after": self.retry_after_s},
+                "http_5xx": {"count": self.http_5xx, "status": self.http_5xx_status},
+                "duplicate": self.duplicate, "reorder": self.reorder, "delay_ms": self.delay_ms,
+                "never_confirm": self.never_confirm, "partial_fills": self.partial_fills}
+
     def take_http(self) -> tuple[int, dict[str, str]] | None:
         """The failure the next REST call gets, if any (consumes one)."""
         if self.http_429 > 0:

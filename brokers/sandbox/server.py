@@ -283,23 +283,23 @@ class Sandbox:
     # ---- faults
 
     async def _faults_get(self, request: web.Request) -> web.Response:
-        return _json(self.faults)
+        return _json(self.faults.view())
 
     async def _faults_post(self, request: web.Request) -> web.Response:
         try:
             drop = self.faults.apply(orjson.loads(await request.read()))
         except (FaultError, orjson.JSONDecodeError) as exc:
             raise ApiError(422, 40010001, f"faults: {exc}") from None
-        log.warning("sandbox_faults", faults=str(self.faults), drop_ws=drop)
+        log.warning("sandbox_faults", drop_ws=drop, **self.faults.view())
         if drop:
             await self.drop_websockets()
-        return _json(self.faults)
+        return _json(self.faults.view())
 
     async def _faults_clear(self, request: web.Request) -> web.Response:
         fresh = Faults()
         for name in Faults.__struct_fields__:  # in place: the trade hub holds this object
             setattr(self.faults, name, getattr(fresh, name))
-        return _json(self.faults)
+        return _json(self.faults.view())
 
 
 def _int_param(q: Any, key: str, default: int, lo: int, hi: int) -> int:

@@ -3,7 +3,7 @@
 The sandbox is the broker, so it is the source of truth when the daemon dies: every change is
 written at once (the file is small) with an atomic replace (temp file + `os.replace`), and a
 restarted sandbox loads it back, working orders included. Money stays exact: prices are integer
-ticks, quantities integer lots, cash and fees `Decimal`; JSON holds Decimals as strings.
+ticks (average entry prices exact fractions of ticks), quantities integer lots, cash and fees `Decimal`; JSON holds Decimals as strings.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from decimal import Decimal
+from fractions import Fraction
 
 import msgspec
 
@@ -56,7 +57,12 @@ class FillRec(msgspec.Struct, kw_only=True, frozen=True):
 
 class PositionRec(msgspec.Struct, kw_only=True):
     qty: int = 0  # lots, signed
-    cost_ticks: Decimal = Decimal(0)  # signed lots * average entry price, in ticks
+    avg_num: int = 0  # average entry price in ticks = avg_num / avg_den, exactly
+    avg_den: int = 1
+
+    @property
+    def avg_ticks(self) -> Fraction:
+        return Fraction(self.avg_num, self.avg_den)
 
 
 class AccountState(msgspec.Struct, kw_only=True):
@@ -72,19 +78,19 @@ class AccountState(msgspec.Struct, kw_only=True):
 
 
 def book_fill(pos: PositionRec, side: int, qty: int, price: int) -> None:
-    """Apply a fill to a position, keeping the average entry price of what stays open."""
+    """Apply a fill to a position, keeping the exact average entry price of what stays open."""
     signed = side * qty
-    if pos.qty == 0 or (pos.qty > 0) == (signed > 0):  # open or increase
+    if pos.qty == 0 or (pos.qty > 0) == (signed > 0):  # open or increase: weighted average
+        avg = (pos.avg_ticks * abs(pos.qty) + price * qty) / (abs(pos.qty) + qty)
         pos.qty += signed
-        pos.cost_ticks += signed * price
-        return
-    closing = min(qty, abs(pos.qty))
-    rest = abs(pos.qty) - closing  # what stays open keeps its average entry price
-    pos.cost_ticks = pos.cost_ticks * rest / abs(pos.qty) if rest else Decimal(0)
-    pos.qty += side * closing
-    if qty > closing:  # flipped through zero: the remainder opens at this price
-        pos.qty = side * (qty - closing)
-        pos.cost_ticks = Decimal(pos.qty * price)
+    else:
+        closing = min(qty, abs(pos.qty))  # what stays open keeps its average entry price
+        pos.qty += side * closing
+        avg = pos.avg_ticks if pos.qty else Fraction(0)
+        if qty > closing:  # flipped through zero: the remainder opens at this price
+            pos.qty = side * (qty - closing)
+            avg = Fraction(price)
+    pos.avg_num, pos.avg_den = avg.numerator, avg.denominator
 
 
 class StateStore:

@@ -75,22 +75,21 @@ def order(o: OrderRec, inst: Instrument) -> dict[str, Any]:
 
 def position(symbol: str, pos: PositionRec, last_ticks: int, inst: Instrument) -> dict[str, Any]:
     qty = inst.lot_size * pos.qty
-    value_per_tick = inst.tick_value
-    cost = value_per_tick * pos.cost_ticks
-    market = value_per_tick * pos.qty * last_ticks
+    avg_ticks = Decimal(pos.avg_num) / Decimal(pos.avg_den)  # exact up to 28 digits, then rounded
+    cost = inst.tick_value * pos.qty * avg_ticks
+    market = inst.tick_value * pos.qty * last_ticks
     pnl = market - cost
     plpc = pnl / abs(cost) if cost else Decimal(0)
-    avg = inst.tick_size * pos.cost_ticks / pos.qty
-    q2 = Decimal("0.01")
+    q2, q8 = Decimal("0.01"), Decimal("1e-8")
     return {
         "asset_id": asset_id(symbol), "symbol": symbol, "exchange": "NASDAQ",
         "asset_class": "us_equity", "asset_marginable": True,
-        "avg_entry_price": dec(avg.quantize(inst.tick_size / 10_000)), "qty": dec(qty),
-        "qty_available": dec(qty), "side": "long" if pos.qty > 0 else "short",
+        "avg_entry_price": dec((inst.tick_size * avg_ticks).quantize(inst.tick_size / 10_000)),
+        "qty": dec(qty), "qty_available": dec(qty), "side": "long" if pos.qty > 0 else "short",
         "market_value": dec(market.quantize(q2)), "cost_basis": dec(cost.quantize(q2)),
-        "unrealized_pl": dec(pnl.quantize(q2)), "unrealized_plpc": dec(plpc.quantize(Decimal("1e-8"))),
+        "unrealized_pl": dec(pnl.quantize(q2)), "unrealized_plpc": dec(plpc.quantize(q8)),
         "unrealized_intraday_pl": dec(pnl.quantize(q2)),
-        "unrealized_intraday_plpc": dec(plpc.quantize(Decimal("1e-8"))),
+        "unrealized_intraday_plpc": dec(plpc.quantize(q8)),
         "current_price": dec(inst.ticks_to_price(last_ticks)),
         "lastday_price": dec(inst.ticks_to_price(last_ticks)), "change_today": "0",
     }
