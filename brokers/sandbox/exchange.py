@@ -123,7 +123,7 @@ class Exchange:
         o = self._parse_order(body, now)
         inst = self.instruments[o.symbol]
         if o.side > 0:
-            price = o.limit_ticks if o.limit_ticks is not None else self.quotes.get(o.symbol, (0, 0))[1]
+            price = o.limit_ticks if o.limit_ticks is not None else self._ask(o.symbol)
             need = inst.tick_value * price * o.qty
             bp = Decimal(wire.account(self.state, self.instruments, now)["buying_power"])
             if need > bp:
@@ -270,6 +270,13 @@ class Exchange:
               position_lots: int | None = None) -> None:
         self._outbox.append(wire.trade_update(event, o, self.instruments[o.symbol], ts_ns, fill,
                                               position_lots))
+
+    def _ask(self, symbol: str) -> int:
+        """The ask a market buy is checked against: the last one, or before any the next one."""
+        if symbol in self.quotes:
+            return self.quotes[symbol][1]
+        tape = self.tapes[symbol]
+        return int(tape.ticks.ask[tape.idx])
 
     def _order_of(self, work: Working) -> OrderRec:
         o = self.by_client_id(work.request.client_order_id)

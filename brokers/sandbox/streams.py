@@ -160,39 +160,40 @@ class DataHub:
         self._trade_id = 0
 
     def on_ticks(self, symbol: str, t: SynthTicks) -> None:
+        """Turn a run of ticks into Alpaca messages for the clients subscribed to them. Minute
+        bars are kept whether or not anyone listens, so every bar sent is a whole minute."""
         wanted = [(c, s) for c, s in self._subs.items()
                   if any(symbol in s[ch] or "*" in s[ch] for ch in ("trades", "quotes", "bars"))]
-        if not wanted:
-            self._last_quote[symbol] = (int(t.bid[-1]), int(t.ask[-1]))
-            self._trade_id += len(t.ts_ns)
-            return
         inst = self.instruments[symbol]
-        trades, quotes, bars = [], [], []
+        trades: list[dict[str, Any]] = []
+        quotes: list[dict[str, Any]] = []
+        bars: list[dict[str, Any]] = []
         lot = float(inst.lot_size)
         px = inst.ticks_to_price
         for k in range(len(t.ts_ns)):
             ns, price, size = int(t.ts_ns[k]), int(t.price[k]), int(t.size[k])
-            bid, ask = int(t.bid[k]), int(t.ask[k])
-            if self._last_quote.get(symbol) != (bid, ask):
-                self._last_quote[symbol] = (bid, ask)
-                quotes.append({"T": "q", "S": symbol, "bx": "V", "bp": float(px(bid)), "bs": 1,
-                               "ax": "V", "ap": float(px(ask)), "as": 1, "c": ["R"], "z": "C",
-                               "t": ns})
             self._trade_id += 1
-            trades.append({"T": "t", "S": symbol, "i": self._trade_id, "x": "V",
-                           "p": float(px(price)), "s": size * lot, "c": ["@"], "z": "C", "t": ns})
             bar = self._bars.get(symbol)
             minute = ns - ns % MINUTE_NS
             if bar is not None and bar[0] != minute:
                 bars.append(_bar_msg(symbol, bar, inst))
                 bar = None
             if bar is None:
-                self._bars[symbol] = [minute, price, price, price, price, 0, 0, 0]
-                bar = self._bars[symbol]
+                bar = self._bars[symbol] = [minute, price, price, price, price, 0, 0, 0]
             bar[2], bar[3], bar[4] = max(bar[2], price), min(bar[3], price), price
             bar[5] += size
             bar[6] += 1
             bar[7] += size * price
+            if not wanted:
+                continue
+            bid, ask = int(t.bid[k]), int(t.ask[k])
+            if self._last_quote.get(symbol) != (bid, ask):
+                self._last_quote[symbol] = (bid, ask)
+                quotes.append({"T": "q", "S": symbol, "bx": "V", "bp": float(px(bid)), "bs": 1,
+                               "ax": "V", "ap": float(px(ask)), "as": 1, "c": ["R"], "z": "C",
+                               "t": ns})
+            trades.append({"T": "t", "S": symbol, "i": self._trade_id, "x": "V",
+                           "p": float(px(price)), "s": size * lot, "c": ["@"], "z": "C", "t": ns})
         for client, subs in wanted:
             out = [m for ch, msgs in (("trades", trades), ("quotes", quotes), ("bars", bars))
                    if symbol in subs[ch] or "*" in subs[ch] for m in msgs]

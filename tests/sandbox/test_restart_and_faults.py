@@ -219,3 +219,19 @@ async def test_malformed_order_bodies_are_422(sandbox, body) -> None:
     async with aiohttp.ClientSession() as http:
         status, err, _ = await post(http, sandbox, "/v2/orders", body)
         assert status == 422 and set(err) == {"code", "message"}
+
+
+async def test_delay_ms_fault_holds_trade_updates_back(sandbox) -> None:
+    async with aiohttp.ClientSession() as http:
+        ws = await trade_socket(http, sandbox)
+        await post(http, sandbox, "/admin/faults", {"delay_ms": 300})
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        await post(http, sandbox, "/v2/orders", {
+            "symbol": "AAPL", "qty": "1", "side": "buy", "type": "limit", "limit_price": "1",
+            "time_in_force": "gtc"})
+        msg = await asyncio.wait_for(ws.receive(), 5)
+        # a lower bound only: a delay can make it later, never earlier
+        assert loop.time() - sent >= 0.3
+        assert orjson.loads(msg.data)["data"]["event"] == "new"
+        await ws.close()
