@@ -116,10 +116,14 @@ class TradeHub:
         try:
             first = await asyncio.wait_for(ws.receive(), AUTH_TIMEOUT_S)
             body = _json(first.data) if first.type in (WSMsgType.TEXT, WSMsgType.BINARY) else None
+            # {"action": "authenticate", "data": {"key_id", "secret_key"}} (what alpaca-py
+            # sends), or the newer {"action": "auth", "key", "secret"}
             data = body.get("data") if isinstance(body, dict) else None
+            creds = ((data.get("key_id"), data.get("secret_key")) if isinstance(data, dict)
+                     else (body.get("key"), body.get("secret")) if isinstance(body, dict)
+                     else (None, None))
             if not (isinstance(body, dict) and body.get("action") in ("authenticate", "auth")
-                    and isinstance(data, dict)
-                    and self.keys.check(data.get("key_id"), data.get("secret_key"))):
+                    and self.keys.check(*creds)):
                 await ws.send_bytes(orjson.dumps({"stream": "authorization", "data": {
                     "action": "authenticate", "status": "unauthorized"}}))
                 await ws.close()

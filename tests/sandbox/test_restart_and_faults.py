@@ -27,11 +27,12 @@ async def get(http, sb, path, headers=AUTH):
         return r.status, await r.json(content_type=None), dict(r.headers)
 
 
-async def trade_socket(http, sb):
+async def trade_socket(http, sb, short_auth=False):
     """A raw client of the trade_updates stream, authenticated and listening."""
     ws = await http.ws_connect(sb.stream_url)
-    await ws.send_str(orjson.dumps({"action": "authenticate",
-                                    "data": {"key_id": KEY, "secret_key": SECRET}}).decode())
+    auth = ({"action": "auth", "key": KEY, "secret": SECRET} if short_auth else
+            {"action": "authenticate", "data": {"key_id": KEY, "secret_key": SECRET}})
+    await ws.send_str(orjson.dumps(auth).decode())
     auth = await asyncio.wait_for(ws.receive(), 5)
     assert orjson.loads(auth.data)["data"]["status"] == "authorized"
     await ws.send_str('{"action": "listen", "data": {"streams": ["trade_updates"]}}')
@@ -149,7 +150,7 @@ async def test_duplicate_fault_sends_a_trade_update_twice(sandbox) -> None:
 
 async def test_reorder_fault_swaps_two_updates(sandbox) -> None:
     async with aiohttp.ClientSession() as http:
-        ws = await trade_socket(http, sandbox)
+        ws = await trade_socket(http, sandbox, short_auth=True)
         await post(http, sandbox, "/admin/faults", {"reorder": 1})
         _, order, _ = await post(http, sandbox, "/v2/orders", {
             "symbol": "AAPL", "qty": "1", "side": "buy", "type": "limit", "limit_price": "1",
