@@ -29,7 +29,9 @@ class SandboxConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     slippage_ticks: int = 0
     limit_fill: str = "trade_size"  # trade_size: a resting limit fills at most the trade's size
     max_working_orders: int = 1024  # per symbol
-    replay_path: str = ""  # a trade/quote file replayed instead of the synthetic stream (TODO)
+    # data files replayed instead of the synthetic stream (`ID=path` names a symbol; see
+    # himari.daemon.sources); the symbols are then the files' (upper-cased), `symbols` unused
+    replay_paths: list[str] = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.symbols:
@@ -51,9 +53,6 @@ class SandboxConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         check_range("sandbox.slippage_ticks", self.slippage_ticks, 0, 1_000_000)
         check_choice("sandbox.limit_fill", self.limit_fill, ("trade_size", "full"))
         check_range("sandbox.max_working_orders", self.max_working_orders, 1, 1_000_000)
-        if self.replay_path:
-            raise ConfigError("sandbox.replay_path", self.replay_path,
-                              "\"\" (replaying a file is not supported yet: the synthetic stream)")
 
 
 def _decimal(key: str, text: str, positive: bool) -> Decimal:

@@ -1,10 +1,10 @@
-"""The sandbox's venue: a paced synthetic market per symbol, the simulated matching engine, and
-the account it books into (orders, fills, positions, cash, persisted by `state.py`).
+"""The sandbox's venue: a paced market (`market.py`), the simulated matching engine, and the
+account it books into (orders, fills, positions, cash, persisted by `state.py`).
 
 Time: one sandbox clock, `speed` market seconds per wall second, started at the wall time (or
-the saved clock, whichever is later, so a restart never goes back). Each symbol replays the
-project's synthetic generator (seed + i) starting at that time, so market time and order times
-agree. `step()` publishes and matches every tick that is due; the server calls it in a loop.
+the saved clock, whichever is later, so a restart never goes back). The market starts at that
+time, so market time and order times agree. `step()` publishes and matches every tick that is
+due; the server calls it in a loop.
 
 Everything a client is told (trade updates) is queued while a change is made and delivered only
 after the state that change produced is saved: the file is never behind what was announced.
@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from collections.abc import Callable
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
-
-import numpy as np
 
 from himari.brokers.sandbox import wire
 from himari.brokers.sandbox.config import SandboxConfig
@@ -27,14 +24,10 @@ from himari.brokers.sandbox.state import (AccountState, FillRec, OrderRec, Posit
                                           book_fill)
 from himari.brokers.sim.config import SimVenueConfig
 from himari.brokers.sim.engine import MatchingEngine, Working
-from himari.daemon.events import TickBatch
-from himari.daemon.feeds.config import FeedConfig, SyntheticConfig
-from himari.daemon.feeds.synthetic import SynthTicks, SyntheticFeed
-from himari.daemon.instruments import Instrument
+from himari.brokers.sandbox.market import Ticks, open_market
 from himari.daemon.venue import OrderRequest
 
 DAY_NS = 86_400_000_000_000
-CHUNK = 2048  # ticks generated at a time per symbol
 _BPS = Decimal(10_000)
 
 
@@ -55,30 +48,9 @@ class SandboxClock:
     def now_ns(self) -> int:
         return self.base_ns + int((time.monotonic_ns() - self._mono0) * self.speed)
 
-
-class _Tape:
-    """One symbol's synthetic stream, consumed in time order."""
-
-    def __init__(self, feed: SyntheticFeed) -> None:
-        self._chunks: Iterator[SynthTicks] = feed.chunks(quotes=True, size=CHUNK)
-        self.ticks = next(self._chunks)
-        self.idx = 0
-
-    def next_ts(self) -> int:
-        return int(self.ticks.ts_ns[self.idx])
-
-    def take(self, until_ns: int) -> SynthTicks | None:
-        """The ticks with ts <= until_ns not yet taken (at most the rest of the current chunk)."""
-        t = self.ticks
-        j = int(np.searchsorted(t.ts_ns, until_ns, side="right"))
-        if j <= self.idx:
-            return None
-        i, self.idx = self.idx, j
-        out = SynthTicks(t.ts_ns[i:j], t.price[i:j], t.size[i:j], t.side[i:j], t.bid[i:j],
-                         t.ask[i:j])
-        if self.idx >= len(t.ts_ns):
-            self.ticks, self.idx = next(self._chunks), 0
-        return out
+    def resume_from_base(self) -> None:
+        """Market time starts now from the base: none passes while the server starts up."""
+        self._mono0 = time.monotonic_ns()
 
 
 class Exchange:
@@ -90,23 +62,16 @@ class Exchange:
         now = self.clock.now_ns()
         self.state = loaded or AccountState(account_id=str(uuid.uuid4()), created_ns=now,
                                             cash=Decimal(cfg.starting_cash))
-        self.instruments = {s: Instrument(id=s, tick_size=Decimal(cfg.tick_size),
-                                          lot_size=Decimal(cfg.lot_size)) for s in cfg.symbols}
+        self.market = open_market(cfg, self.clock.base_ns)
+        self.instruments = self.market.instruments
         self.venue_cfg = SimVenueConfig(taker_fee_bps=cfg.taker_fee_bps,
                                         maker_fee_bps=cfg.maker_fee_bps,
                                         slippage_ticks=cfg.slippage_ticks, limit_fill=cfg.limit_fill,
                                         max_working_orders=cfg.max_working_orders)
         self.engine = MatchingEngine(self.venue_cfg, self)
-        start = datetime.fromtimestamp(self.clock.base_ns / 1e9, tz=timezone.utc).isoformat()
-        self.tapes = {}
-        for i, s in enumerate(cfg.symbols):
-            syn = SyntheticConfig(seed=cfg.seed + i, n_ticks=2_000_000_000, start=start,
-                                  start_price=cfg.start_price, tick_size=cfg.tick_size,
-                                  lot_size=cfg.lot_size, ticks_per_day=cfg.ticks_per_day)
-            self.tapes[s] = _Tape(SyntheticFeed(FeedConfig(synthetic=syn), s))
         self.quotes: dict[str, tuple[int, int]] = {}  # symbol -> (bid, ask) ticks, last seen
         self.on_trade_update: Callable[[dict[str, Any]], None] = lambda msg: None
-        self.on_ticks: Callable[[str, SynthTicks], None] = lambda symbol, ticks: None
+        self.on_ticks: Callable[[Ticks], None] = lambda ticks: None
         self.faults_never_confirm = False  # accepted orders get no `new` update (fault injection)
         self.faults_partial_fills = 0  # split every fill into this many executions (0/1: off)
         self._outbox: list[dict[str, Any]] = []
@@ -164,16 +129,15 @@ class Exchange:
     def step(self) -> int:
         """Publish and match every tick that is due; returns the next tick's time (ns)."""
         now = self.clock.now_ns()
-        for symbol, tape in self.tapes.items():
-            while (ticks := tape.take(now)) is not None:
-                self.quotes[symbol] = (int(ticks.bid[-1]), int(ticks.ask[-1]))
-                self.state.last_ticks[symbol] = int(ticks.price[-1])
-                self.on_ticks(symbol, ticks)
-                self._match(symbol, ticks)
+        for ticks in self.market.take(now):
+            self.quotes[ticks.symbol] = (int(ticks.bid[-1]), int(ticks.ask[-1]))
+            self.state.last_ticks[ticks.symbol] = int(ticks.price[-1])
+            self.on_ticks(ticks)
+            self._match(ticks)
         self.expire(now)
         self.state.clock_ns = now
         self.commit()
-        return min(t.next_ts() for t in self.tapes.values())
+        return self.market.next_ts()
 
     def commit(self) -> None:
         """Save what changed, then tell the clients (never the other way round)."""
@@ -188,10 +152,11 @@ class Exchange:
         self.state.clock_ns = self.clock.now_ns()
         self.store.save(self.state)
 
-    def _match(self, symbol: str, ticks: SynthTicks) -> None:
+    def _match(self, ticks: Ticks) -> None:
         if not self.engine.working_orders():
             return
-        batch = TickBatch.from_trades(symbol, ticks.ts_ns, ticks.price, ticks.size, ticks.side)
+        symbol = ticks.symbol
+        batch = ticks.batch()
         start, stop = 0, len(batch)
         while start < stop:
             k = self.engine.next_execution(batch, start, stop)
@@ -275,8 +240,7 @@ class Exchange:
         """The ask a market buy is checked against: the last one, or before any the next one."""
         if symbol in self.quotes:
             return self.quotes[symbol][1]
-        tape = self.tapes[symbol]
-        return int(tape.ticks.ask[tape.idx])
+        return self.market.peek_ask(symbol)
 
     def _order_of(self, work: Working) -> OrderRec:
         o = self.by_client_id(work.request.client_order_id)

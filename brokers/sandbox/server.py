@@ -88,9 +88,10 @@ class Sandbox:
         site = web.TCPSite(self._runner, self.host, self._port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        ex.clock.resume_from_base()
         ex.step()  # the first ticks are out before anyone connects
         self._market = asyncio.create_task(self._market_loop(), name="sandbox-market")
-        log.info("sandbox_started", host=self.host, port=self.port, symbols=self.cfg.symbols,
+        log.info("sandbox_started", host=self.host, port=self.port, symbols=sorted(ex.instruments),
                  speed=self.cfg.speed, state_path=self.cfg.state_path or None)
 
     async def stop(self) -> None:

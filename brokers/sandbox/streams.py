@@ -27,7 +27,7 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from himari.brokers.sandbox.faults import Faults
-from himari.daemon.feeds.synthetic import SynthTicks
+from himari.brokers.sandbox.market import Ticks
 from himari.daemon.instruments import Instrument
 
 log = structlog.get_logger("himari.sandbox")
@@ -163,9 +163,11 @@ class DataHub:
         self._bars: dict[str, list[int]] = {}  # symbol -> [minute, o, h, l, c, volume, n, value]
         self._trade_id = 0
 
-    def on_ticks(self, symbol: str, t: SynthTicks) -> None:
+    def on_ticks(self, t: Ticks) -> None:
         """Turn a run of ticks into Alpaca messages for the clients subscribed to them. Minute
-        bars are kept whether or not anyone listens, so every bar sent is a whole minute."""
+        bars are kept whether or not anyone listens, so every bar sent is a whole minute. Quote
+        data gives quotes only; trades give quotes too where their bid/ask are known."""
+        symbol = t.symbol
         wanted = [(c, s) for c, s in self._subs.items()
                   if any(symbol in s[ch] or "*" in s[ch] for ch in ("trades", "quotes", "bars"))]
         inst = self.instruments[symbol]
@@ -176,6 +178,14 @@ class DataHub:
         px = inst.ticks_to_price
         for k in range(len(t.ts_ns)):
             ns, price, size = int(t.ts_ns[k]), int(t.price[k]), int(t.size[k])
+            bid, ask = int(t.bid[k]), int(t.ask[k])
+            if wanted and bid < ask and self._last_quote.get(symbol) != (bid, ask):
+                self._last_quote[symbol] = (bid, ask)
+                quotes.append({"T": "q", "S": symbol, "bx": "V", "bp": float(px(bid)), "bs": 1,
+                               "ax": "V", "ap": float(px(ask)), "as": 1, "c": ["R"], "z": "C",
+                               "t": ns})
+            if t.quotes:
+                continue
             self._trade_id += 1
             bar = self._bars.get(symbol)
             minute = ns - ns % MINUTE_NS
@@ -190,12 +200,6 @@ class DataHub:
             bar[7] += size * price
             if not wanted:
                 continue
-            bid, ask = int(t.bid[k]), int(t.ask[k])
-            if self._last_quote.get(symbol) != (bid, ask):
-                self._last_quote[symbol] = (bid, ask)
-                quotes.append({"T": "q", "S": symbol, "bx": "V", "bp": float(px(bid)), "bs": 1,
-                               "ax": "V", "ap": float(px(ask)), "as": 1, "c": ["R"], "z": "C",
-                               "t": ns})
             trades.append({"T": "t", "S": symbol, "i": self._trade_id, "x": "V",
                            "p": float(px(price)), "s": size * lot, "c": ["@"], "z": "C", "t": ns})
         for client, subs in wanted:

@@ -50,7 +50,7 @@ def test_ioc_limit_that_does_not_execute_on_its_first_tick_is_canceled() -> None
     ex.step()  # caught up: AAPL's next tick comes after the order
     o = ex.submit(order(time_in_force="ioc"))
     ex.commit()
-    now[0] = ex.tapes["AAPL"].next_ts()
+    now[0] = ex.market.tapes["AAPL"].next_ts()
     assert now[0] > o.created_ns
     ex.step()
     assert o.status == "canceled" and ex.engine.get(o.client_order_id) is None
