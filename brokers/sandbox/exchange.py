@@ -85,6 +85,7 @@ class Exchange:
 
     def submit(self, body: dict[str, Any]) -> OrderRec:
         now = self.clock.now_ns()
+        now -= now % 1000  # whole microseconds, as the API shows it: `after=<created_at>` is exact
         o = self._parse_order(body, now)
         inst = self.instruments[o.symbol]
         if o.side > 0:

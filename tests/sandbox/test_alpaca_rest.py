@@ -124,12 +124,27 @@ async def test_bad_orders_name_the_field(sandbox) -> None:
     assert sandbox.exchange.state.orders == {}
 
 
-async def test_cancel_all_orders(sandbox) -> None:
+async def test_order_queries_and_cancel_all(sandbox) -> None:
     tc = client(sandbox)
     for i in range(2):
         await call(tc.submit_order, LimitOrderRequest(
             symbol="AAPL", qty=1, side=OrderSide.SELL, limit_price=100_000,
             time_in_force=TimeInForce.GTC, client_order_id=f"c-{i}"))
+    def ids(orders):
+        return [o.client_order_id for o in orders]
+
+    everything = QueryOrderStatus.ALL
+    first, second = ids(await call(tc.get_orders, GetOrdersRequest(status=everything,
+                                                                   direction="asc")))
+    assert (first, second) == ("c-0", "c-1")
+    assert ids(await call(tc.get_orders, GetOrdersRequest(status=everything, limit=1))) == ["c-1"]
+    c0 = await call(tc.get_order_by_client_id, "c-0")
+    assert ids(await call(tc.get_orders, GetOrdersRequest(status=everything,
+                                                          after=c0.submitted_at))) == ["c-1"]
+    assert ids(await call(tc.get_orders, GetOrdersRequest(status=everything,
+                                                          until=c0.submitted_at))) == ["c-0"]
+    assert ids(await call(tc.get_orders, GetOrdersRequest(status=everything,
+                                                          symbols=["MSFT"]))) == []
     out = await call(tc.cancel_orders)
     assert sorted(r.status for r in out) == [200, 200]
     statuses = {o.client_order_id: o.status for o in await call(
