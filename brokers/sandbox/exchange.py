@@ -20,11 +20,13 @@ from typing import Any
 
 from himari.brokers.sandbox import wire
 from himari.brokers.sandbox.config import SandboxConfig
+from himari.brokers.sandbox.faults import Faults
 from himari.brokers.sandbox.state import (AccountState, FillRec, OrderRec, PositionRec, StateStore,
                                           book_fill)
 from himari.brokers.sim.config import SimVenueConfig
 from himari.brokers.sim.engine import MatchingEngine, Working
 from himari.brokers.sandbox.market import Ticks, open_market
+from himari.daemon.configbase import ConfigError
 from himari.daemon.venue import OrderRequest
 
 DAY_NS = 86_400_000_000_000
@@ -54,8 +56,9 @@ class SandboxClock:
 
 
 class Exchange:
-    def __init__(self, cfg: SandboxConfig) -> None:
+    def __init__(self, cfg: SandboxConfig, faults: Faults | None = None) -> None:
         self.cfg = cfg
+        self.faults = faults or Faults()  # never_confirm and partial_fills act here
         self.store = StateStore(cfg.state_path)
         loaded = self.store.load()
         self.clock = SandboxClock(cfg.speed, loaded.clock_ns if loaded else 0)
@@ -64,6 +67,7 @@ class Exchange:
                                             cash=Decimal(cfg.starting_cash))
         self.market = open_market(cfg, self.clock.base_ns)
         self.instruments = self.market.instruments
+        self._check_saved_grid(loaded)
         self.venue_cfg = SimVenueConfig(taker_fee_bps=cfg.taker_fee_bps,
                                         maker_fee_bps=cfg.maker_fee_bps,
                                         slippage_ticks=cfg.slippage_ticks, limit_fill=cfg.limit_fill,
@@ -72,8 +76,6 @@ class Exchange:
         self.quotes: dict[str, tuple[int, int]] = {}  # symbol -> (bid, ask) ticks, last seen
         self.on_trade_update: Callable[[dict[str, Any]], None] = lambda msg: None
         self.on_ticks: Callable[[Ticks], None] = lambda ticks: None
-        self.faults_never_confirm = False  # accepted orders get no `new` update (fault injection)
-        self.faults_partial_fills = 0  # split every fill into this many executions (0/1: off)
         self._outbox: list[dict[str, Any]] = []
         self._dirty = False
         self._by_coid = {o.client_order_id: o.id for o in self.state.orders.values()}
@@ -101,7 +103,7 @@ class Exchange:
         self._by_coid[o.client_order_id] = o.id
         self.engine.add(self._request(o, o.qty), now + int(self.cfg.latency_ms * 1_000_000))
         o.status = "new"
-        if not self.faults_never_confirm:
+        if not self.faults.never_confirm:
             self._emit("new", o, now)
         self._dirty = True
         return o
@@ -193,7 +195,7 @@ class Exchange:
     def executed(self, work: Working, quantity: int, price: int, liquidity: str,
                  ts_ns: int) -> None:
         o = self._order_of(work)
-        parts = max(1, min(self.faults_partial_fills, quantity))
+        parts = max(1, min(self.faults.partial_fills, quantity))
         sizes = [quantity // parts + (1 if i < quantity % parts else 0) for i in range(parts)]
         for q in sizes:
             self._book(o, q, price, liquidity, ts_ns)
@@ -205,6 +207,22 @@ class Exchange:
         self._dirty = True
 
     # ---- internals
+
+    def _check_saved_grid(self, loaded: AccountState | None) -> None:
+        """Saved prices are ticks and quantities lots: they mean the same only on the same grid."""
+        grid = {s: [str(i.tick_size), str(i.lot_size)] for s, i in self.instruments.items()}
+        if loaded is not None:
+            used = set(loaded.positions) | {o.symbol for o in loaded.orders.values()}
+            for symbol in sorted(used):
+                if symbol not in grid:
+                    raise ConfigError("sandbox.symbols", sorted(grid),
+                                      f"the symbols of the saved account {self.cfg.state_path} "
+                                      f"too (it has {symbol}); or start a new state_path")
+                if loaded.grid.get(symbol, grid[symbol]) != grid[symbol]:
+                    raise ConfigError("sandbox.tick_size / lot_size", grid[symbol],
+                                      f"{loaded.grid[symbol]} for {symbol}, as in the saved "
+                                      f"account {self.cfg.state_path}")
+        self.state.grid.update(grid)
 
     def _book(self, o: OrderRec, qty: int, price: int, liquidity: str, ts_ns: int) -> None:
         inst = self.instruments[o.symbol]

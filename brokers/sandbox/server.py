@@ -58,7 +58,7 @@ class Sandbox:
     # ---- lifecycle
 
     async def start(self) -> None:
-        self.exchange = ex = Exchange(self.cfg)
+        self.exchange = ex = Exchange(self.cfg, self.faults)
         self.trades = TradeHub(self.keys, self.faults)
         self.data = DataHub(self.keys, ex.instruments)
         ex.on_trade_update = self.trades.publish
@@ -207,8 +207,6 @@ class Sandbox:
         if not isinstance(body, dict):
             raise ApiError(422, 40010001, "the order must be a JSON object")
         ex = self._ex
-        ex.faults_never_confirm = self.faults.never_confirm
-        ex.faults_partial_fills = self.faults.partial_fills
         o = ex.submit(body)
         reply = wire.order(o, ex.instruments[o.symbol])
         ex.commit()  # saved before the client hears of it

@@ -75,6 +75,7 @@ class AccountState(msgspec.Struct, kw_only=True):
     positions: dict[str, PositionRec] = {}
     last_ticks: dict[str, int] = {}  # last trade price per symbol (marks the positions)
     clock_ns: int = 0  # the sandbox clock when last saved: a restart never goes back in time
+    grid: dict[str, list[str]] = {}  # symbol -> [tick_size, lot_size] the ticks and lots are in
 
 
 def book_fill(pos: PositionRec, side: int, qty: int, price: int) -> None:

@@ -112,3 +112,19 @@ def test_config_errors_name_the_key(kw: dict, key: str) -> None:
     with pytest.raises(ConfigError) as err:
         SandboxConfig(**kw)
     assert err.value.key == key
+
+
+def test_a_saved_account_needs_its_symbols_and_grid(tmp_path) -> None:
+    path = str(tmp_path / "s.json")
+    ex = Exchange(SandboxConfig(symbols=["AAPL", "MSFT"], state_path=path, **FAST))
+    ex.submit(order("MSFT"))
+    ex.commit()
+    with pytest.raises(ConfigError) as err:
+        Exchange(SandboxConfig(symbols=["AAPL"], state_path=path, **FAST))
+    assert err.value.key == "sandbox.symbols" and "MSFT" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        Exchange(SandboxConfig(symbols=["AAPL", "MSFT"], tick_size="0.05", state_path=path,
+                               **FAST))
+    assert "0.01" in str(err.value) and path in str(err.value)
+    again = Exchange(SandboxConfig(symbols=["MSFT", "AAPL", "IBM"], state_path=path, **FAST))
+    assert [o.symbol for o in again.state.orders.values()] == ["MSFT"]
