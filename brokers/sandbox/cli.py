@@ -34,6 +34,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # t
     s.add_argument("--speed", type=float, default=1.0, help="market seconds per wall second")
     s.add_argument("--seed", type=int, default=7)
     s.add_argument("--cash", default="100000", help="starting cash of a new account")
+    s.add_argument("--replay", action="append", default=[], metavar="SYMBOL=PATH",
+                   help="replay this CSV/Parquet file as SYMBOL's market (repeatable) instead "
+                        "of the synthetic stream")
     return s
 
 
@@ -42,7 +45,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         raise ConfigError("--port", args.port, "a TCP port in [0, 65535]")
     return SandboxConfig(symbols=[s.strip().upper() for s in args.symbols.split(",") if s.strip()],
                          speed=args.speed, seed=args.seed, starting_cash=args.cash,
-                         state_path=args.state)
+                         state_path=args.state, replay_paths=list(args.replay))
 
 
 def keys(env: dict[str, str], keys_dir: Path) -> tuple[str, str]:

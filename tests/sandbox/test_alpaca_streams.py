@@ -108,3 +108,33 @@ async def test_stock_data_stream_with_wrong_keys_gets_auth_failed(sandbox) -> No
             raise AssertionError("authenticated with a wrong secret")
     finally:
         await stream.close()
+
+
+async def test_trading_stream_reconnects_after_drop_ws_and_gets_updates(sandbox,
+                                                                        wait_until) -> None:
+    import aiohttp
+
+    updates = []
+
+    async def on_update(u) -> None:
+        updates.append(u)
+
+    stream = TradingStream(KEY, SECRET, paper=True, url_override=sandbox.stream_url)
+    stream._reconnect_min_backoff = 0.05  # the SDK's backoff, shortened for the test
+    stream.subscribe_trade_updates(on_update)
+    async with running(stream):
+        await wait_until(lambda: sandbox.trades.clients, what="the stream to listen")
+        first = set(sandbox.trades.clients)
+        async with aiohttp.ClientSession() as http:
+            async with http.post(sandbox.base_url + "/admin/faults", json={"drop_ws": True},
+                                 headers={"APCA-API-KEY-ID": KEY,
+                                          "APCA-API-SECRET-KEY": SECRET}) as r:
+                assert r.status == 200
+        await wait_until(lambda: sandbox.trades.clients and not first & sandbox.trades.clients,
+                         what="the SDK to reconnect and listen again")
+        tc = TradingClient(KEY, SECRET, paper=True, url_override=sandbox.base_url)
+        await asyncio.to_thread(tc.submit_order, MarketOrderRequest(
+            symbol="MSFT", qty=1, side=OrderSide.SELL, time_in_force=TimeInForce.DAY))
+        await wait_until(lambda: any(u.event == TradeEvent.FILL for u in updates), what="fill")
+    assert [u.event for u in updates] == [TradeEvent.NEW, TradeEvent.FILL]
+    assert updates[1].position_qty == -1  # a short: the sandbox allows it, like Alpaca's paper

@@ -40,6 +40,9 @@ def test_options_make_the_config() -> None:
     args = p.parse_args(["sandbox", "--port", "0", "--symbols", "spy, qqq", "--speed", "5"])
     cfg = cli.config_from_args(args)
     assert (cfg.symbols, cfg.speed, args.port) == (["SPY", "QQQ"], 5.0, 0)
+    assert cfg.replay_paths == []
+    args = p.parse_args(["sandbox", "--replay", "SPY=a.csv", "--replay", "QQQ=b.csv"])
+    assert cli.config_from_args(args).replay_paths == ["SPY=a.csv", "QQQ=b.csv"]
     with pytest.raises(ConfigError) as err:
         cli.config_from_args(p.parse_args(["sandbox", "--port", "70000"]))
     assert err.value.key == "--port"
