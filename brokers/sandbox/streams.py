@@ -33,6 +33,7 @@ from himari.daemon.instruments import Instrument
 log = structlog.get_logger("himari.sandbox")
 MINUTE_NS = 60_000_000_000
 AUTH_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 2.0  # a peer that never answers our close frame holds a shutdown this long
 
 
 class Keys:
@@ -110,7 +111,7 @@ class TradeHub:
                 client.queue.put_nowait(d)
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=None)
+        ws = web.WebSocketResponse(heartbeat=None, timeout=CLOSE_TIMEOUT_S)
         await ws.prepare(request)
         self.sockets.add(ws)
         try:
@@ -209,7 +210,7 @@ class DataHub:
                 client.queue.put_nowait(_encode(out, client.binary))
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=None)
+        ws = web.WebSocketResponse(heartbeat=None, timeout=CLOSE_TIMEOUT_S)
         await ws.prepare(request)
         binary = request.headers.get("Content-Type", "").startswith("application/msgpack")
         client = _Client(ws, binary)
