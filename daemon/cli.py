@@ -91,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "paper":
             return _paper(args)
         if args.command == "sandbox":
+            from himari.daemon.logs import configure_logging
+
+            configure_logging("info", "json")  # one JSON line per event (`himari paper` reads them)
             return int(plugins.sandbox_cli().main(args))
         if args.command == "journal":
             return _journal(args.state_dir)

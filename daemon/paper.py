@@ -170,7 +170,8 @@ def run_paper(cfg_path: str | None, overrides: list[str], *, duration: float | N
     sandbox: SandboxProcess | None = None
     url = check_url(broker_url) if broker_url else str(probe.venue.params.get("base_url", ""))
     if not url:
-        sandbox = start_sandbox(out_dir, {**env, **keys}, symbols, speed=1.0)
+        # the sandbox's market runs at live.speed (market seconds per wall second)
+        sandbox = start_sandbox(out_dir, {**env, **keys}, symbols, speed=probe.live.speed)
         url = sandbox.url
         log.info("paper_sandbox_started", url=url, symbols=symbols)
     try:

@@ -113,6 +113,16 @@ class LiveRunner:
                 om.apply_status_report(report, self.clock.now_ns(),
                                        client_order_id=order.client_order_id)
 
+    async def wait_for_working_orders(self, max_wait_s: float = 10.0) -> None:
+        """At a stop against a remote venue: the closing orders the strategies just sent fill
+        on the venue's next ticks, reported over its stream; wait for them (bounded) before
+        cancelling what is still working."""
+        if self.core.matching is not None:
+            return  # the simulated exchange filled them at the last tick already
+        deadline = time.monotonic() + max_wait_s
+        while self.core.cache.open_orders() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
     async def drain_timers(self, max_wait_s: float = 2.0) -> None:
         """At a stop: let deliveries already scheduled (a simulated exchange's acknowledgement
         and fill latency) arrive, waiting at most `max_wait_s`."""
@@ -231,6 +241,7 @@ async def run_live(cfg: HimariConfig, out_dir: Path, on_ready: Any = None, *,
         core.stop_strategies()
         loop.flush_venue()
         await runner.drain_timers()
+        await runner.wait_for_working_orders()
         core.om.cancel_all()
         await runner.drain_timers()
         t_end_loop = time.perf_counter()
