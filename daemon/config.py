@@ -90,6 +90,9 @@ class LiveConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     history_s: float = 0.0  # data seconds handed over at once to warm the matrices
     duration_s: float = 0.0  # stop gracefully after this long (0 = until SIGTERM or data end)
     bar_close_delay_ms: float = 100.0  # a time bar closes this long after its end without a tick
+    # policy when the venue's stream drops: cancel every working order (true), or keep them
+    # working and reconcile once it is back (false)
+    cancel_on_disconnect: bool = False
 
     def __post_init__(self) -> None:
         if not self.speed > 0:

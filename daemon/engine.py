@@ -166,6 +166,7 @@ def build_core(cfg: HimariConfig, instruments: dict[str, Instrument], clock: Any
 
     risk = PortfolioRisk(cfg.risk, instruments.values(), ids)  # one engine per instrument
     gate = RiskGate(bus, risk, om, timer)
+    gate.market_open = lambda: getattr(client, "market_open", None)  # a broker's clock, if any
     gate.attach()
 
     strategy_mod = plugins.strategy_module(cfg)

@@ -19,9 +19,10 @@ which `attach()` calls; call it again after a recovery.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from himari.daemon.bus import Bus
-from himari.daemon.events import OrderIntent, OrderSubmitted
+from himari.daemon.events import OrderIntent, OrderSubmitted, RiskVerdict
 from himari.daemon.orders.manager import OrderManager
 from himari.daemon.orders.state import Order
 from himari.daemon.risk.engine import RiskEngine
@@ -38,6 +39,8 @@ class RiskGate:
             PortfolioRisk.of_engines([risk], risk.cfg.portfolio, risk.ids)
         self.om = om
         self.timer = timer
+        # Market hours (a broker's clock; None = unknown or always open, as a simulator)
+        self.market_open: Callable[[], bool | None] = lambda: None
         # instrument -> order id -> the manager's record of a working non-reduce-only order
         self._working: dict[str, dict[str, Order]] = {}
 
@@ -86,8 +89,17 @@ class RiskGate:
     def on_intent(self, intent: OrderIntent) -> None:
         t0 = time.perf_counter_ns()
         position, buy, sell = self.exposure(intent.instrument_id)
-        verdict = self.portfolio.validate(intent, position, intent.ts_ns, buy, sell,
-                                          self.exposure)
+        reducing = intent.reduce_only or (position * intent.side < 0
+                                          and intent.quantity <= abs(position))
+        if not reducing and self.market_open() is False:
+            verdict = RiskVerdict(
+                event_id=self.portfolio.ids.next("RV"), ts_ns=intent.ts_ns,
+                intent_id=intent.event_id, decision_id=intent.decision_id, approved=False,
+                quantity=0, rule="market_closed",
+                reason="the broker's clock says the market is closed: no entries (exits pass)")
+        else:
+            verdict = self.portfolio.validate(intent, position, intent.ts_ns, buy, sell,
+                                              self.exposure)
         t1 = time.perf_counter_ns()
         self.timer.record("risk_validate", t1 - t0)
         self.bus.publish(verdict)

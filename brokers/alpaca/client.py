@@ -53,6 +53,7 @@ class AlpacaExecutionClient(QueriesMixin):
                  env: Mapping[str, str] | None = None) -> None:
         self.cfg, self.instruments, self.session_id = cfg, instruments, session
         self._clock = clock
+        self.market_open: bool | None = None  # from the broker's clock, once connected
         self._sleep, self._jitter = sleep, jitter
         self._env = os.environ if env is None else env
         self._symbol = {iid: cfg.symbol(iid) for iid in instruments}
@@ -96,9 +97,22 @@ class AlpacaExecutionClient(QueriesMixin):
         self.stream = TradeUpdatesStream(self.cfg.trade_stream_url, key, secret, self._backoff(),
                                          self._on_update, self._on_state)
         self._tasks = [asyncio.create_task(self._send_loop(), name="alpaca-orders"),
-                       asyncio.create_task(self.stream.run(session), name="alpaca-stream")]
+                       asyncio.create_task(self.stream.run(session), name="alpaca-stream"),
+                       asyncio.create_task(self._watch_clock(), name="alpaca-clock")]
         for task in self._tasks:
             task.add_done_callback(_report_death)
+
+    async def _watch_clock(self, every_s: float = 30.0) -> None:
+        """Market hours from the broker's clock (GET /v2/clock): `market_open` is what the risk
+        gate reads before an entry (None until the first answer; a failed read keeps the last)."""
+        assert self.rest is not None
+        while True:
+            try:
+                body = await self.rest.query("GET", "/v2/clock")
+                self.market_open = bool(body["is_open"])
+            except Exception as exc:  # noqa: BLE001 - the clock must not take the client down
+                log.warning("alpaca_clock_failed", error=str(exc))
+            await asyncio.sleep(every_s)
 
     async def close(self) -> None:
         for task in self._tasks:

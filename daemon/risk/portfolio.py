@@ -79,6 +79,10 @@ class PortfolioRisk:
         self._halt_reason = ""
         self.rejected: dict[str, int] = {}
 
+    @property
+    def ids(self) -> IdSource:
+        return self._ids
+
     def engine(self, instrument_id: str) -> RiskEngine | None:
         return self.engines.get(instrument_id)
 

@@ -104,6 +104,9 @@ class LiveRunner:
         was_connected = om.connected
         while True:
             await asyncio.sleep(every_s)
+            if was_connected and not om.connected and self.cfg.live.cancel_on_disconnect:
+                asked = om.cancel_all(reason="cancel_on_disconnect")  # REST may still work
+                log.warning("cancel_on_disconnect", orders=asked)
             if om.connected and not was_connected:
                 summary = await om.reconcile(client, self.clock.now_ns())
                 log.warning("reconciled_after_reconnect", **summary)
@@ -193,6 +196,9 @@ async def run_live(cfg: HimariConfig, out_dir: Path, on_ready: Any = None, *,
         await connect()
     if recovered is not None and journal_path is not None:
         await recover(core, journal_path.parent)
+    elif core.matching is None:  # a remote venue is the truth from the first order on
+        summary = await core.om.reconcile(core.client, clock.now_ns())
+        log.info("reconciled_at_start", **summary)
     await data.connect()
     for inst_id in core.instruments:
         data.subscribe(inst_id, ("trades", "quotes"))
