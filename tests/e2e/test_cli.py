@@ -29,7 +29,7 @@ def test_version(capsys):
     assert code == 0 and out.startswith("himari ")
 
 
-@pytest.mark.parametrize("name", ["default.toml", "replay.toml", "paper-sim.toml"])
+@pytest.mark.parametrize("name", ["default.toml", "replay.toml", "paper-sim.toml", "paper.toml"])
 def test_shipped_configs_are_valid(capsys, name):
     code, out, err = run(capsys, "check-config", str(REPO / "config" / name))
     assert code == 0, err
@@ -75,13 +75,20 @@ def test_bad_usage_exits_2(capsys, tmp_path):
     assert run(capsys, "replay", "--set", "nonsense")[0] == 2
 
 
-def test_paper_mode_is_refused_with_a_reason_until_the_sandbox_exists(capsys):
-    code, _, err = run(capsys, "run", "--config", str(REPO / "config" / "paper.toml"))
-    assert code == 2 and "venue.name" in err and "sandbox" in err and "alpaca" in err
-    # paper (or live) on anything but the simulated exchange is refused by mode, too
+def test_paper_modes_accept_what_runs_and_refuse_what_does_not(capsys):
+    code, out, err = run(capsys, "check-config", str(REPO / "config" / "paper.toml"))
+    assert code == 0 and "venue alpaca" in out, err
+    # the sandbox is a broker the alpaca venue points at, not a venue of its own
+    code, _, err = run(capsys, "run", "--config", str(REPO / "config" / "paper.toml"),
+                       "--set", "venue.name=sandbox")
+    assert code == 2 and "venue.name" in err and "alpaca" in err and "Traceback" not in err
+    # live trading is refused in this version, and a broker venue needs the broker's data
     code, _, err = run(capsys, "run", "--config", str(REPO / "config" / "paper-sim.toml"),
                        "--set", "daemon.mode=live")
     assert code == 2 and "daemon.mode" in err and "Traceback" not in err
+    code, _, err = run(capsys, "run", "--config", str(REPO / "config" / "paper.toml"),
+                       "--set", "feed.kind=synthetic")
+    assert code == 2 and "feed.kind" in err and "Traceback" not in err
 
 
 def write_trades(path: Path, rows: list[str]) -> Path:
