@@ -166,6 +166,30 @@ async def recover(core: TradingCore, state_dir: Path) -> None:
              reconcile=summary)
 
 
+async def start_venue(core: TradingCore, recovering: bool, state_dir: Path | None) -> None:
+    """Open a remote client's links, then make our books the venue's before the first order:
+    adopt the journal (a restart) or reconcile from nothing (the broker is the truth)."""
+    connect = getattr(core.client, "connect", None)
+    if connect is not None:
+        await connect()
+    if recovering and state_dir is not None:
+        await recover(core, state_dir)
+    elif core.matching is None:
+        summary = await core.om.reconcile(core.client, core.clock.now_ns())
+        log.info("reconciled_at_start", **summary)
+
+
+async def close_venue(core: TradingCore) -> None:
+    """Let queued requests (the last cancels) reach the venue, then close its links."""
+    drain = getattr(core.client, "drain", None)
+    if drain is not None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(drain(), 5.0)
+    close = getattr(core.client, "close", None)
+    if close is not None:
+        await close()
+
+
 async def run_live(cfg: HimariConfig, out_dir: Path, on_ready: Any = None, *,
                    ids: IdSource | None = None, journal_path: Path | None = None,
                    data_paths: list[str] | None = None,
@@ -191,14 +215,14 @@ async def run_live(cfg: HimariConfig, out_dir: Path, on_ready: Any = None, *,
     session = ReplaySession(cfg, source, core, loop)
     core.warmup()
     source.warmup()
-    connect = getattr(core.client, "connect", None)  # a remote client opens its links here
-    if connect is not None:
-        await connect()
-    if recovered is not None and journal_path is not None:
-        await recover(core, journal_path.parent)
-    elif core.matching is None:  # a remote venue is the truth from the first order on
-        summary = await core.om.reconcile(core.client, clock.now_ns())
-        log.info("reconciled_at_start", **summary)
+    try:
+        await start_venue(core, recovered is not None and journal_path is not None,
+                          journal_path.parent if journal_path is not None else None)
+    except BaseException:
+        await close_venue(core)  # a failed start-up leaves no link open
+        if core.journal is not None:
+            core.journal.close()
+        raise
     await data.connect()
     for inst_id in core.instruments:
         data.subscribe(inst_id, ("trades", "quotes"))
@@ -256,13 +280,7 @@ async def run_live(cfg: HimariConfig, out_dir: Path, on_ready: Any = None, *,
     finally:
         for t in tasks:
             t.cancel()
-        drain = getattr(core.client, "drain", None)  # cancels still queued reach the venue
-        if drain is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(drain(), 5.0)
-        close = getattr(core.client, "close", None)
-        if close is not None:
-            await close()
+        await close_venue(core)
         await session.close(recorder_task)
     live = {"bars_closed_by_timer": runner.bars_closed_by_timer,
             "strategic_flushes": runner.strategic_flushes,

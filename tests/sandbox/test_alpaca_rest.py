@@ -150,3 +150,34 @@ async def test_order_queries_and_cancel_all(sandbox) -> None:
     statuses = {o.client_order_id: o.status for o in await call(
         tc.get_orders, GetOrdersRequest(status=QueryOrderStatus.ALL))}
     assert statuses == {"c-0": OrderStatus.CANCELED, "c-1": OrderStatus.CANCELED}
+
+
+async def test_fill_activities_list_every_execution_with_its_id(sandbox, wait_until) -> None:
+    """GET /v2/account/activities?activity_types=FILL: what a daemon reads to book fills it
+    missed; each activity's id ends with the booked execution id, cum_qty adds up."""
+    import aiohttp
+
+    ex = sandbox.exchange
+    headers = {"APCA-API-KEY-ID": "PKTESTKEY", "APCA-API-SECRET-KEY": "test-secret-not-real"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        for i, side in enumerate(("buy", "buy", "sell")):
+            body = {"symbol": "AAPL", "qty": "2", "side": side, "type": "market",
+                    "time_in_force": "day", "client_order_id": f"act-{i}"}
+            async with http.post(f"{sandbox.base_url}/v2/orders", json=body) as r:
+                assert r.status == 200
+        await wait_until(lambda: len(ex.state.fills) >= 3, what="three fills")
+        async with http.get(f"{sandbox.base_url}/v2/account/activities",
+                            params={"activity_types": "FILL", "direction": "asc",
+                                    "page_size": "2"}) as r:
+            first = await r.json()
+        async with http.get(f"{sandbox.base_url}/v2/account/activities",
+                            params={"activity_types": "FILL", "direction": "asc",
+                                    "page_token": first[-1]["id"]}) as r:
+            rest = await r.json()
+    acts = first + rest
+    assert len(first) == 2 and len(acts) == len(ex.state.fills)
+    assert [a["id"].rsplit("::", 1)[1] for a in acts] == [f.execution_id for f in ex.state.fills]
+    assert all(a["activity_type"] == "FILL" and a["symbol"] == "AAPL" for a in acts)
+    assert [a["side"] for a in acts] == ["buy", "buy", "sell"]
+    assert all(a["cum_qty"] == "2" and a["leaves_qty"] == "0" and a["type"] == "fill"
+               for a in acts)
