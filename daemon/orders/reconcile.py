@@ -189,8 +189,10 @@ class ReconcileMixin:
         log.error("position_mismatch", instrument_id=instrument_id,
                   ours=self.positions.quantity(instrument_id), diff=diff, price=price)
         # journaled first (a rebuild books the adjustment again), then applied
+        ours = self.positions.quantity(instrument_id)
         self._discrepancy("position_mismatch", ts_ns, instrument_id, quantity=diff, price=price,
-                          detail=f"adjusted to the venue by {diff} lots at {price} ticks")
+                          detail=f"position {ours} -> {ours + diff} lots (the venue's), "
+                                 f"adjusted by {diff} at {price} ticks")
         self.positions.apply_fill(instrument_id, 1 if diff > 0 else -1, abs(diff), price,
                                   Decimal(0), ts_ns)
         self._publish(self.positions.update_event(instrument_id, self._ids.next("E"), ts_ns))
