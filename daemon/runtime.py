@@ -71,11 +71,14 @@ class Prepared:
         self.state_dir.release()
 
 
-def prepare_state(path: Path, *, fsync: bool, venue_orders: Iterable[Any] = (),
+def prepare_state(path: Path, *, fsync: bool, venue_orders: Iterable[Any] | None = (),
                   now_ns: int | None = None) -> Prepared:
     """Lock `path`, rebuild from its journal, take a new id session and journal the records that
     settle in-flight orders against `venue_orders` (the execution client's open-order reports; a
-    fresh simulated venue has none, so every in-flight order is confirmed absent)."""
+    fresh simulated venue has none, so every in-flight order is confirmed absent). None: a
+    remote venue that remembers its orders; they stay in flight here and the session's
+    reconciliation asks the venue about each one (an order it filled while we were down is
+    never declared absent)."""
     sd = StateDir(path)
     try:
         state: RecoveredState | None = None
@@ -94,14 +97,16 @@ def prepare_state(path: Path, *, fsync: bool, venue_orders: Iterable[Any] = (),
         settled = 0
         if state is not None and (state.in_flight() or state.cut):
             ts = now_ns if now_ns is not None else max(state.last_ts_ns, 0)
-            records = resolve_in_flight(state, venue_orders, ids, ts)
+            records = (resolve_in_flight(state, venue_orders, ids, ts)
+                       if venue_orders is not None else [])
             with Journal(sd.journal_path, fsync=fsync) as journal:  # also moves a cut tail aside
                 for record in records:
                     journal.write(record)
                 if journal.cut_file is not None:
                     log.warning("journal_tail_moved", to=str(journal.cut_file))
-            settled = len(state.in_flight())
-            log.info("in_flight_settled", orders=settled, records=len(records))
+            settled = len(state.in_flight()) if venue_orders is not None else 0
+            log.info("in_flight_settled", orders=settled, records=len(records),
+                     left_to_reconcile=len(state.in_flight()) - settled)
         return Prepared(sd, state, ids, settled)
     except BaseException:
         sd.release()
@@ -166,7 +171,11 @@ def prepare_out(out: Path, state_dir: Path | None = None) -> Path:
 
 def run_main(cfg: Any, data: list[str], out: Path,
              state_dir: Path | None = None) -> dict[str, Any] | None:
-    prepared = (prepare_state(state_dir, fsync=cfg.report.journal_fsync)
+    # the in-process simulated exchange forgets everything with the process: settle against
+    # its empty book now; a remote broker is asked about each in-flight order once connected
+    remote = cfg.venue.name != "sim"
+    prepared = (prepare_state(state_dir, fsync=cfg.report.journal_fsync,
+                              venue_orders=None if remote else ())
                 if state_dir is not None else None)
     try:
         prepare_out(out, state_dir)

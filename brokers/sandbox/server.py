@@ -77,6 +77,7 @@ class Sandbox:
         r.add_delete("/v2/orders/{id}", self._cancel)
         r.add_get("/v2/account/activities", self._activities)
         r.add_get("/v2/positions", self._positions)
+        r.add_get("/v2/account/activities", self._activities)
         r.add_get("/v2/positions/{symbol}", self._position)
         r.add_get("/admin/faults", self._faults_get)
         r.add_post("/admin/faults", self._faults_post)
@@ -306,6 +307,34 @@ class Sandbox:
             raise ApiError(404, 40410000, "position does not exist")
         return _json(wire.position(symbol, pos, ex.state.last_ticks.get(symbol, 0),
                                    ex.instruments[symbol]))
+
+    async def _activities(self, request: web.Request) -> web.Response:
+        """FILL account activities (the only kind the sandbox has), paged like Alpaca's: after /
+        until, direction (default desc), page_size (at most 100), page_token (the last id seen)."""
+        q, ex = request.query, self._ex
+        kinds = set(filter(None, q.get("activity_types", "FILL").upper().split(",")))
+        direction = q.get("direction", "desc")
+        if direction not in ("asc", "desc"):
+            raise ApiError(422, 40010001, f"direction {direction!r} is not one of asc, desc")
+        after, until = _time_param(q, "after"), _time_param(q, "until")
+        size = _int_param(q, "page_size", 100, 1, 100)
+        cum: dict[str, int] = {}
+        rows = []
+        for f in ex.state.fills:  # in execution order: the cumulative quantity of each order
+            o = ex.state.orders[f.order_id]
+            cum[o.id] = cum.get(o.id, 0) + f.qty
+            us = f.ts_ns - f.ts_ns % 1000  # as the API shows it: `after=<time>` is exact
+            if (after is None or us > after) and (until is None or us <= until):
+                rows.append(wire.activity(f, o, cum[o.id], ex.instruments[o.symbol]))
+        if "FILL" not in kinds:
+            rows = []
+        if direction == "desc":
+            rows.reverse()
+        token = q.get("page_token")
+        if token:
+            ids = [r["id"] for r in rows]
+            rows = rows[ids.index(token) + 1:] if token in ids else []
+        return _json(rows[:size])
 
     # ---- faults
 

@@ -126,6 +126,19 @@ def account(st: AccountState, insts: dict[str, Instrument], now_ns: int) -> dict
     }
 
 
+def activity(fill: FillRec, o: OrderRec, cum_lots: int, inst: Instrument) -> dict[str, Any]:
+    """One FILL account activity; its id is `<time>::<execution id>`, as Alpaca's are, so a
+    client can match it to the trade_updates event of the same execution."""
+    return {
+        "id": f"{fill.ts_ns // 1_000_000:d}::{fill.execution_id}", "activity_type": "FILL",
+        "transaction_time": ts(fill.ts_ns), "type": "fill" if cum_lots >= o.qty else "partial_fill",
+        "price": dec(inst.ticks_to_price(fill.price_ticks)), "qty": dec(inst.lot_size * fill.qty),
+        "side": "buy" if fill.side > 0 else "sell", "symbol": fill.symbol,
+        "leaves_qty": dec(inst.lot_size * (o.qty - cum_lots)), "order_id": fill.order_id,
+        "cum_qty": dec(inst.lot_size * cum_lots), "order_status": o.status,
+    }
+
+
 def trade_update(event: str, o: OrderRec, inst: Instrument, now_ns: int,
                  fill: FillRec | None = None, position_lots: int | None = None) -> dict[str, Any]:
     """One message of the trade_updates stream, as Alpaca sends it."""
