@@ -77,7 +77,6 @@ class Sandbox:
         r.add_delete("/v2/orders/{id}", self._cancel)
         r.add_get("/v2/account/activities", self._activities)
         r.add_get("/v2/positions", self._positions)
-        r.add_get("/v2/account/activities", self._activities)
         r.add_get("/v2/positions/{symbol}", self._position)
         r.add_get("/admin/faults", self._faults_get)
         r.add_post("/admin/faults", self._faults_post)
@@ -266,33 +265,6 @@ class Sandbox:
             out.append({"id": o.id, "status": 200, "body": wire.order(o, ex.instruments[o.symbol])})
         ex.commit()
         return _json(out, 207)
-
-    async def _activities(self, request: web.Request) -> web.Response:
-        """FILL account activities (the only type the sandbox has): what a daemon reads to book
-        the fills it missed. Paged by `page_token` (an activity id), `after` / `until` times."""
-        q = request.query
-        types = set(filter(None, q.get("activity_types", "FILL").split(",")))
-        direction = q.get("direction", "desc")
-        if direction not in ("asc", "desc"):
-            raise ApiError(422, 40010001, f"direction {direction!r} is not one of asc, desc")
-        size = _int_param(q, "page_size", 100, 1, 100)
-        after, until = _time_param(q, "after"), _time_param(q, "until")
-        token = q.get("page_token", "")
-        ex = self._ex
-        cum: dict[str, int] = {}
-        rows = []
-        for f in ex.state.fills:  # in execution order: cumulative quantities per order
-            cum[f.order_id] = cum.get(f.order_id, 0) + f.qty
-            rows.append(wire.fill_activity(f, ex.state.orders.get(f.order_id), cum[f.order_id],
-                                           ex.instruments[f.symbol]))
-        rows = [a for a, f in zip(rows, ex.state.fills) if "FILL" in types
-                and (after is None or f.ts_ns > after) and (until is None or f.ts_ns < until)]
-        if direction == "desc":
-            rows.reverse()
-        if token:
-            ids = [a["id"] for a in rows]
-            rows = rows[ids.index(token) + 1:] if token in ids else []
-        return _json(rows[:size])
 
     async def _positions(self, request: web.Request) -> web.Response:
         ex = self._ex

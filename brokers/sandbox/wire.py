@@ -151,19 +151,3 @@ def trade_update(event: str, o: OrderRec, inst: Instrument, now_ns: int,
     if position_lots is not None:
         data["position_qty"] = dec(inst.lot_size * position_lots)
     return {"stream": "trade_updates", "data": data}
-
-
-def fill_activity(f: FillRec, o: OrderRec | None, cum_lots: int, inst: Instrument) -> dict[str, Any]:
-    """A FILL account activity as Alpaca lists it: its id is `<time>::<execution id>`."""
-    qty = inst.lots_to_qty(f.qty)
-    order_qty = inst.lots_to_qty(o.qty) if o is not None else qty
-    cum = inst.lots_to_qty(cum_lots)
-    stamp = datetime.fromtimestamp(f.ts_ns // 1_000_000_000, tz=timezone.utc)
-    return {
-        "id": f"{stamp:%Y%m%d%H%M%S}{f.ts_ns % 1_000_000_000 // 1_000_000:03d}::{f.execution_id}",
-        "activity_type": "FILL", "transaction_time": ts(f.ts_ns),
-        "type": "fill" if cum >= order_qty else "partial_fill",
-        "price": dec(inst.ticks_to_price(f.price_ticks)), "qty": dec(qty),
-        "side": "buy" if f.side > 0 else "sell", "symbol": f.symbol,
-        "leaves_qty": dec(order_qty - cum), "order_id": f.order_id, "cum_qty": dec(cum),
-        "order_status": "filled" if cum >= order_qty else "partially_filled"}
