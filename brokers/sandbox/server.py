@@ -5,7 +5,7 @@ REST auth: headers `APCA-API-KEY-ID` / `APCA-API-SECRET-KEY` (401 `{"code", "mes
 wrong or missing). Routes: GET /v2/account, /v2/clock, /v2/assets, /v2/assets/{symbol};
 POST /v2/orders; GET /v2/orders, /v2/orders/{id}, /v2/orders:by_client_order_id;
 DELETE /v2/orders/{id}, /v2/orders; GET /v2/positions, /v2/positions/{symbol};
-GET|POST|DELETE /admin/faults. The keys are never logged.
+GET /v2/account/activities[/{type}] (FILL only); GET|POST|DELETE /admin/faults. The keys are never logged.
 
 `Sandbox` is the async context manager (tests, the CLI): it binds, starts the market loop and
 exposes the bound `port`; `run_sandbox` serves until cancelled.
@@ -77,6 +77,8 @@ class Sandbox:
         r.add_delete("/v2/orders/{id}", self._cancel)
         r.add_get("/v2/positions", self._positions)
         r.add_get("/v2/positions/{symbol}", self._position)
+        r.add_get("/v2/account/activities", self._activities)
+        r.add_get("/v2/account/activities/{type}", self._activities)
         r.add_get("/admin/faults", self._faults_get)
         r.add_post("/admin/faults", self._faults_post)
         r.add_delete("/admin/faults", self._faults_clear)
@@ -278,6 +280,37 @@ class Sandbox:
             raise ApiError(404, 40410000, "position does not exist")
         return _json(wire.position(symbol, pos, ex.state.last_ticks.get(symbol, 0),
                                    ex.instruments[symbol]))
+
+    async def _activities(self, request: web.Request) -> web.Response:
+        """FILL activities (the only kind the sandbox has): `after`, `until`, `direction`
+        (default desc), `page_size` (<= 100), `page_token` (the last id of the previous page)."""
+        q = request.query
+        kinds = {k.strip().upper() for k in (request.match_info.get("type")
+                                             or q.get("activity_types", "FILL")).split(",")}
+        direction = q.get("direction", "desc")
+        if direction not in ("asc", "desc"):
+            raise ApiError(422, 40010001, f"direction {direction!r} is not one of asc, desc")
+        if "FILL" not in kinds:
+            return _json([])
+        ex = self._ex
+        after, until = _time_param(q, "after"), _time_param(q, "until")
+        cum: dict[str, int] = {}
+        rows = []
+        for f in ex.state.fills:  # booked in time order; cum_qty is the order's filled so far
+            cum[f.order_id] = cum.get(f.order_id, 0) + f.qty
+            t = f.ts_ns // 1000 * 1000  # the time as the activity shows it (microseconds)
+            if (after is None or t > after) and (until is None or t <= until):
+                rows.append(wire.fill_activity(f, ex.state.orders[f.order_id], cum[f.order_id],
+                                               ex.instruments[f.symbol]))
+        if direction == "desc":
+            rows.reverse()
+        token = q.get("page_token")
+        if token:
+            ids = [r["id"] for r in rows]
+            if token not in ids:
+                raise ApiError(422, 40010001, f"page_token {token!r} names no activity")
+            rows = rows[ids.index(token) + 1:]
+        return _json(rows[:_int_param(q, "page_size", 100, 1, 100)])
 
     # ---- faults
 

@@ -138,3 +138,17 @@ def trade_update(event: str, o: OrderRec, inst: Instrument, now_ns: int,
     if position_lots is not None:
         data["position_qty"] = dec(inst.lot_size * position_lots)
     return {"stream": "trade_updates", "data": data}
+
+
+def fill_activity(f: FillRec, o: OrderRec, cum_lots: int, inst: Instrument) -> dict[str, Any]:
+    """A FILL account activity (`GET /v2/account/activities`): its id is `<time>::<execution id>`,
+    so a client names the execution the same whether it heard of it on the stream or here."""
+    dt = datetime.fromtimestamp(f.ts_ns // 1_000_000_000, tz=timezone.utc)
+    leaves = o.qty - cum_lots
+    return {"id": f"{dt:%Y%m%d%H%M%S}{f.ts_ns % 1_000_000_000 // 1_000_000:03d}::{f.execution_id}",
+            "activity_type": "FILL", "transaction_time": ts(f.ts_ns),
+            "type": "fill" if leaves == 0 else "partial_fill",
+            "price": dec(inst.ticks_to_price(f.price_ticks)), "qty": dec(inst.lot_size * f.qty),
+            "side": "buy" if f.side > 0 else "sell", "symbol": f.symbol,
+            "leaves_qty": dec(inst.lot_size * leaves), "cum_qty": dec(inst.lot_size * cum_lots),
+            "order_id": f.order_id, "order_status": "filled" if leaves == 0 else "partially_filled"}
