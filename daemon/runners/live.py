@@ -101,13 +101,16 @@ class LiveRunner:
         by client order id and the answer applied: never a blind resend. After the venue's link
         comes back, everything is reconciled over its status queries before anything else."""
         om, client = self.core.om, self.core.client
-        was_connected = om.connected
+        # Reconnects are counted, not sampled: a drop and reconnect between two polls leaves
+        # `connected` true at both, yet outcomes were missed while the link was down.
+        seen = om.counters["connection_connected"]
         while True:
             await asyncio.sleep(every_s)
-            if om.connected and not was_connected:
+            ups = om.counters["connection_connected"]
+            if om.connected and ups != seen:
+                seen = ups
                 summary = await om.reconcile(client, self.clock.now_ns())
                 log.warning("reconciled_after_reconnect", **summary)
-            was_connected = om.connected
             for order in om.overdue(self.clock.now_ns()):
                 report = await client.query_order(order.client_order_id)
                 om.apply_status_report(report, self.clock.now_ns(),

@@ -1,0 +1,47 @@
+"""After the venue's link comes back the live runner reconciles, even when the drop and the
+reconnect both happened between two of its polls (found by tests/e2e/test_paper_faults.py:
+drop_ws twice within a second lost a fill the stream never delivered)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from types import SimpleNamespace
+
+from himari.daemon.runners.live import LiveRunner
+
+
+class FakeOm:
+    def __init__(self) -> None:
+        self.connected = True
+        self.counters: dict[str, int] = defaultdict(int, connection_connected=1)
+        self.reconciled = asyncio.Event()
+        self.calls = 0
+
+    async def reconcile(self, client: object, ts_ns: int) -> dict[str, int]:
+        self.calls += 1
+        self.reconciled.set()
+        return {"fills_booked": 0}
+
+    def overdue(self, ts_ns: int) -> list[object]:
+        return []
+
+
+async def test_a_flap_between_two_polls_is_reconciled() -> None:
+    om = FakeOm()
+    runner = SimpleNamespace(core=SimpleNamespace(om=om, client=object()),
+                             clock=SimpleNamespace(now_ns=lambda: 1))
+    task = asyncio.create_task(LiveRunner.watch_overdue(runner, every_s=0.001))  # type: ignore[arg-type]
+    try:
+        # polls while nothing happens reconcile nothing
+        for _ in range(5):
+            await asyncio.sleep(0.002)
+        assert om.calls == 0
+        # disconnected and connected again at once: `connected` is true at every poll
+        om.counters["connection_disconnected"] += 1
+        om.counters["connection_connected"] += 1
+        await asyncio.wait_for(om.reconciled.wait(), 5)
+        assert om.calls == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
