@@ -126,6 +126,24 @@ class LiveRunner:
         while self.core.cache.open_orders() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
 
+    async def reconcile_at_stop(self, max_wait_s: float = 10.0) -> None:
+        """At a stop against a remote venue, once the cancels are out: the venue is the truth.
+        A fill its stream never delivered (sent while the link was down, or still held back)
+        is booked from its fill activity, and the orders still open settle by lookup, so the
+        report and the journal end where the broker does."""
+        if self.core.matching is not None:
+            return  # the simulated exchange is in process: nothing can have been missed
+        drain = getattr(self.core.client, "drain", None)
+        if drain is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(drain(), max_wait_s)
+        try:
+            summary = await self.core.om.reconcile(self.core.client, self.clock.now_ns())
+        except Exception as exc:  # the stop still writes its report; the log says what failed
+            log.error("reconcile_at_stop_failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        log.warning("reconciled_at_stop", **summary)
+
     async def drain_timers(self, max_wait_s: float = 2.0) -> None:
         """At a stop: let deliveries already scheduled (a simulated exchange's acknowledgement
         and fill latency) arrive, waiting at most `max_wait_s`."""
@@ -247,6 +265,7 @@ async def run_live(cfg: HimariConfig, out_dir: Path, on_ready: Any = None, *,
         await runner.wait_for_working_orders()
         core.om.cancel_all()
         await runner.drain_timers()
+        await runner.reconcile_at_stop()
         t_end_loop = time.perf_counter()
         session.mark_last_ticks()
         await data.close()

@@ -1,6 +1,7 @@
 """After the venue's link comes back the live runner reconciles, even when the drop and the
 reconnect both happened between two of its polls (found by tests/e2e/test_paper_faults.py:
-drop_ws twice within a second lost a fill the stream never delivered)."""
+drop_ws twice within a second lost a fill the stream never delivered), and reconciles once more at
+the stop (a fill held back or lost just before it was never booked)."""
 
 from __future__ import annotations
 
@@ -45,3 +46,50 @@ async def test_a_flap_between_two_polls_is_reconciled() -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+class StopOm(FakeOm):
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.fail = fail
+
+    async def reconcile(self, client: object, ts_ns: int) -> dict[str, int]:
+        await super().reconcile(client, ts_ns)
+        if self.fail:
+            raise ConnectionError("broker unreachable")
+        return {"fills_booked": 1}
+
+
+class DrainClient:
+    def __init__(self) -> None:
+        self.drained = False
+
+    async def drain(self) -> None:
+        self.drained = True
+
+
+def stop_runner(om: FakeOm, matching: object = None) -> tuple[SimpleNamespace, DrainClient]:
+    client = DrainClient()
+    return SimpleNamespace(core=SimpleNamespace(om=om, client=client, matching=matching),
+                           clock=SimpleNamespace(now_ns=lambda: 1)), client
+
+
+async def test_the_stop_reconciles_with_a_remote_venue_after_the_cancels_are_out() -> None:
+    om = StopOm()
+    runner, client = stop_runner(om)
+    await LiveRunner.reconcile_at_stop(runner)  # type: ignore[arg-type]
+    assert client.drained and om.calls == 1
+
+
+async def test_the_stop_does_not_reconcile_with_the_in_process_exchange() -> None:
+    om = StopOm()
+    runner, client = stop_runner(om, matching=object())
+    await LiveRunner.reconcile_at_stop(runner)  # type: ignore[arg-type]
+    assert om.calls == 0 and not client.drained
+
+
+async def test_a_failed_reconcile_at_the_stop_is_logged_and_the_stop_goes_on() -> None:
+    om = StopOm(fail=True)
+    runner, _ = stop_runner(om)
+    await LiveRunner.reconcile_at_stop(runner)  # type: ignore[arg-type]
+    assert om.calls == 1
