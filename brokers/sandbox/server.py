@@ -5,7 +5,8 @@ REST auth: headers `APCA-API-KEY-ID` / `APCA-API-SECRET-KEY` (401 `{"code", "mes
 wrong or missing). Routes: GET /v2/account, /v2/clock, /v2/assets, /v2/assets/{symbol};
 POST /v2/orders; GET /v2/orders, /v2/orders/{id}, /v2/orders:by_client_order_id;
 DELETE /v2/orders/{id}, /v2/orders; GET /v2/positions, /v2/positions/{symbol};
-GET /v2/account/activities[/{type}] (FILL only); GET|POST|DELETE /admin/faults. The keys are never logged.
+GET /v2/account/activities[/{type}] (FILL only); GET|POST|DELETE /admin/faults. The keys are
+never logged.
 
 `Sandbox` is the async context manager (tests, the CLI): it binds, starts the market loop and
 exposes the bound `port`; `run_sandbox` serves until cancelled.

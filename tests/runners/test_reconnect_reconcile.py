@@ -32,7 +32,8 @@ async def test_a_flap_between_two_polls_is_reconciled() -> None:
     om = FakeOm()
     runner = SimpleNamespace(core=SimpleNamespace(om=om, client=object()),
                              clock=SimpleNamespace(now_ns=lambda: 1))
-    task = asyncio.create_task(LiveRunner.watch_overdue(runner, every_s=0.001))  # type: ignore[arg-type]
+    watch = LiveRunner.watch_overdue(runner, every_s=0.001)  # type: ignore[arg-type]
+    task = asyncio.create_task(watch)
     try:
         # polls while nothing happens reconcile nothing
         for _ in range(5):
