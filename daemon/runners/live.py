@@ -126,23 +126,30 @@ class LiveRunner:
         while self.core.cache.open_orders() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
 
-    async def reconcile_at_stop(self, max_wait_s: float = 10.0) -> None:
+    async def reconcile_at_stop(self, max_wait_s: float = 10.0, rounds: int = 3) -> None:
         """At a stop against a remote venue, once the cancels are out: the venue is the truth.
         A fill its stream never delivered (sent while the link was down, or still held back)
         is booked from its fill activity, and the orders still open settle by lookup, so the
-        report and the journal end where the broker does."""
+        report and the journal end where the broker does. A position the reconciliation moved
+        makes a flattening strategy send one more order: that one is seen out too."""
         if self.core.matching is not None:
             return  # the simulated exchange is in process: nothing can have been missed
         drain = getattr(self.core.client, "drain", None)
-        if drain is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(drain(), max_wait_s)
-        try:
-            summary = await self.core.om.reconcile(self.core.client, self.clock.now_ns())
-        except Exception as exc:  # the stop still writes its report; the log says what failed
-            log.error("reconcile_at_stop_failed", error=f"{type(exc).__name__}: {exc}")
-            return
-        log.warning("reconciled_at_stop", **summary)
+        for _ in range(rounds):
+            if drain is not None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(drain(), max_wait_s)
+            try:
+                summary = await self.core.om.reconcile(self.core.client, self.clock.now_ns())
+            except Exception as exc:  # the stop still writes its report; the log says what
+                log.error("reconcile_at_stop_failed", error=f"{type(exc).__name__}: {exc}")
+                return
+            log.warning("reconciled_at_stop", **summary)
+            if not self.core.cache.open_orders():
+                return
+            await self.wait_for_working_orders(max_wait_s)
+            self.core.om.cancel_all()
+        log.error("orders_open_at_stop", orders=len(self.core.cache.open_orders()))
 
     async def drain_timers(self, max_wait_s: float = 2.0) -> None:
         """At a stop: let deliveries already scheduled (a simulated exchange's acknowledgement

@@ -183,6 +183,7 @@ def check_agreement(s: Session) -> None:
     ours = Counter(r["exec_id"] for r in fills)
     theirs = Counter(f["execution_id"] for f in s.broker_fills)
     assert max(ours.values()) == 1 and max(theirs.values()) == 1
+    assert s.journal_summary["duplicate_fills"] == 0  # a rebuild finds no fill twice
     assert set(ours) == set(theirs), (set(theirs) - set(ours), set(ours) - set(theirs))
     assert len(s.fills_csv) == len(fills) == s.report["fills"] == s.journal_summary["fills"]
     by_coid: Counter[str] = Counter()
@@ -214,6 +215,11 @@ def split_fills(s: Session) -> bool:
     return len(s.broker_fills) > len({f["order_id"] for f in s.broker_fills})
 
 
+def dropped_duplicates(s: Session) -> int:
+    """Repeated executions the order manager recognised by exec id and did not book."""
+    return int(s.report["order_manager"].get("duplicate_fills", 0))
+
+
 def journaled(s: Session, kind: str) -> int:
     return sum(r["type"] == kind for r in s.journal)
 
@@ -224,8 +230,8 @@ FAULTS: dict[str, tuple[Plan, Callable[[Session], bool]]] = {
     "delay_ms": (at_orders({"delay_ms": 400}, (1,)), lambda s: s.faults_left["delay_ms"] == 400),
     "duplicate": (at_orders({"duplicate": 3}),
                   lambda s: s.faults_left["duplicate"] == 0
-                  and s.journal_summary["duplicate_fills"] > 0),
-    "reorder": (at_orders({"reorder": 3}), lambda s: s.faults_left["reorder"] == 0),
+                  and dropped_duplicates(s) > 0),
+    "reorder": (at_orders({"reorder": 2}, (1, 2)), lambda s: s.faults_left["reorder"] < 2),
     "http_429": (at_orders({"http_429": {"count": 2, "retry_after": 1}}),
                  lambda s: s.faults_left["http_429"]["count"] == 0),
     "http_5xx": (at_orders({"http_5xx": {"count": 2, "status": 503}}),
@@ -242,7 +248,7 @@ def test_a_paper_session_under_one_fault_agrees_with_the_broker(tmp_path: Path, 
     plan, fired = FAULTS[fault]
     s = run_session(tmp_path, plan)
     assert s.injected, "the daemon sent no order: the fault was never injected"
-    assert s.report["orders"] >= 4 and s.report["fills"] >= 4
+    assert s.report["orders"] >= 2 and s.report["fills"] >= 2
     check_agreement(s)
     assert fired(s), f"{fault} did not fire: {s.faults_left}"
 
@@ -253,5 +259,5 @@ def test_a_paper_session_under_all_faults_at_a_high_rate_agrees_with_the_broker(
     assert s.report["fills"] >= 4
     check_agreement(s)
     assert split_fills(s) and reconnects(s) >= 2
-    assert s.journal_summary["duplicate_fills"] > 0
+    assert dropped_duplicates(s) > 0
     assert s.faults_left["delay_ms"] == 150 and s.faults_left["partial_fills"] == 3

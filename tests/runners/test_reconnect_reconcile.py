@@ -71,8 +71,9 @@ class DrainClient:
 
 def stop_runner(om: FakeOm, matching: object = None) -> tuple[SimpleNamespace, DrainClient]:
     client = DrainClient()
-    return SimpleNamespace(core=SimpleNamespace(om=om, client=client, matching=matching),
-                           clock=SimpleNamespace(now_ns=lambda: 1)), client
+    core = SimpleNamespace(om=om, client=client, matching=matching,
+                           cache=SimpleNamespace(open_orders=lambda: []))
+    return SimpleNamespace(core=core, clock=SimpleNamespace(now_ns=lambda: 1)), client
 
 
 async def test_the_stop_reconciles_with_a_remote_venue_after_the_cancels_are_out() -> None:
