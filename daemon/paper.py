@@ -108,16 +108,29 @@ def _drain_in_background(sp: SandboxProcess) -> None:
     threading.Thread(target=pump, daemon=True, name="sandbox-output").start()
 
 
-async def broker_positions(url: str, keys: dict[str, str]) -> dict[str, Decimal]:
-    """The broker's positions over REST (GET /v2/positions), signed quantities by symbol."""
+async def broker_positions(url: str, keys: dict[str, str], attempts: int = 8,
+                           max_wait_s: float = 5.0) -> dict[str, Decimal]:
+    """The broker's positions over REST (GET /v2/positions), signed quantities by symbol. A 429
+    waits for its Retry-After and a 5xx backs off, as the adapter does (`attempts` in all)."""
     import aiohttp
 
     headers = {"APCA-API-KEY-ID": keys[KEY_ENV], "APCA-API-SECRET-KEY": keys[SECRET_ENV]}
     async with aiohttp.ClientSession(headers=headers) as http:
-        async with http.get(f"{url}/v2/positions", timeout=aiohttp.ClientTimeout(total=10)) as r:
-            r.raise_for_status()
-            body = await r.json()
-    return {p["symbol"]: Decimal(p["qty"]) for p in body}
+        for attempt in range(1, attempts + 1):
+            async with http.get(f"{url}/v2/positions",
+                                timeout=aiohttp.ClientTimeout(total=10)) as r:
+                if (r.status == 429 or r.status >= 500) and attempt < attempts:
+                    wait = min(max_wait_s, 0.25 * 2 ** (attempt - 1))
+                    with contextlib.suppress(ValueError):
+                        wait = min(max_wait_s, float(r.headers.get("Retry-After", wait)))
+                    log.warning("paper_positions_retry", status=r.status, attempt=attempt,
+                                wait_s=wait)
+                    await asyncio.sleep(wait)
+                    continue
+                r.raise_for_status()
+                body = await r.json()
+                return {p["symbol"]: Decimal(p["qty"]) for p in body}
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def reconciliation(report: dict[str, Any], broker: dict[str, Decimal]) -> dict[str, Any]:

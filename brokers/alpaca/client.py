@@ -63,6 +63,7 @@ class AlpacaExecutionClient(QueriesMixin):
         self._venue_ids: dict[str, str] = {}  # client order id -> Alpaca order id
         self._client_ids: dict[str, str] = {}  # Alpaca order id -> client order id
         self._exec_by_cum: dict[tuple[str, Decimal], str] = {}  # (order id, cum qty) -> exec id
+        self._unsent: dict[str, asyncio.Event] = {}  # client order id -> set once its POST ended
         self._tasks: list[asyncio.Task[None]] = []
         self.rest: AlpacaRest | None = None
         self.stream: TradeUpdatesStream | None = None
@@ -123,6 +124,8 @@ class AlpacaExecutionClient(QueriesMixin):
             except asyncio.CancelledError:
                 pass
         self._tasks = []
+        for coid in list(self._unsent):  # never sent: a query waiting on them must not hang
+            self._posted(coid)
         if self.stream is not None:
             self.stream.connected = False
         if self.rest is not None:
@@ -150,6 +153,7 @@ class AlpacaExecutionClient(QueriesMixin):
         except ValueError as exc:
             self._listen().on_rejected(request.client_order_id, str(exc), self._now())
             return
+        self._unsent[request.client_order_id] = asyncio.Event()
         self._queue.put_nowait(("submit", (request.client_order_id, body)))
 
     def cancel(self, client_order_id: str, ts_ns: int) -> None:
@@ -173,7 +177,14 @@ class AlpacaExecutionClient(QueriesMixin):
             except Exception as exc:
                 log.error("alpaca_order_op_failed", op=kind, error=str(exc))
             finally:
+                if kind == "submit":
+                    self._posted(arg[0])
                 self._queue.task_done()
+
+    def _posted(self, coid: str) -> None:
+        done = self._unsent.pop(coid, None)
+        if done is not None:
+            done.set()
 
     async def _post(self, coid: str, body: dict[str, Any]) -> None:
         assert self.rest is not None

@@ -10,6 +10,7 @@ the order manager's dedupe by execution id holds across both sources.
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from typing import Any
 
@@ -31,6 +32,7 @@ class QueriesMixin:
     _client_ids: dict[str, str]
     _venue_ids: dict[str, str]
     _exec_by_cum: dict[tuple[str, Decimal], str]
+    _unsent: dict[str, asyncio.Event]
 
     def _remember(self, client_order_id: str, order: Any) -> None:
         if isinstance(order, dict) and order.get("id"):
@@ -56,6 +58,12 @@ class QueriesMixin:
 
     async def query_order(self, client_order_id: str) -> OrderStatusReport | None:
         self._api()
+        unsent = self._unsent.get(client_order_id)
+        if unsent is not None:
+            # its POST is still queued or running (a 429 waits for Retry-After): Alpaca not
+            # knowing it yet does not make it absent, so ask once the POST has ended
+            self.counters["queries_after_post"] = self.counters.get("queries_after_post", 0) + 1
+            await unsent.wait()
         found = await self._lookup(client_order_id)
         if found is None:
             return None

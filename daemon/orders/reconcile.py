@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from .manager import OrderManager
 
 log = structlog.get_logger("himari.orders")
+POSITION_READS = 3  # tries for a positions read with no execution booked around it
 
 
 class ReconcileMixin:
@@ -157,15 +158,25 @@ class ReconcileMixin:
     async def reconcile(self: OrderManager, client: ExecutionClient, ts_ns: int) -> dict[str, int]:
         """Startup / periodic reconciliation with the venue (the truth). Returns what it did."""
         done = {"fills_booked": 0, "orders_queried": 0, "positions_adjusted": 0}
-        fills = await client.fills_since(self._fills_since_ns)
-        for fill in sorted(fills, key=lambda f: f.ts_ns):
-            done["fills_booked"] += self.apply_fill_report(fill)
-            self._fills_since_ns = max(self._fills_since_ns, fill.ts_ns)
+        since = self._fills_since_ns
+        done["fills_booked"] += await self._book_fills_since(client, since)
         for order in self.open_orders():
             report = await client.query_order(order.client_order_id)
             done["orders_queried"] += 1
             self.apply_status_report(report, ts_ns, client_order_id=order.client_order_id)
-        venue = {p.instrument_id: p.quantity for p in await client.positions()}
+        # The positions are compared only once every execution they include is booked: one
+        # that happened after the fills were read (or is still on its way over the stream)
+        # would otherwise be "adjusted" here and then booked again when its fill arrives.
+        for _ in range(POSITION_READS):
+            booked = len(self._exec_ids)  # from any source: this read or the stream
+            venue = {p.instrument_id: p.quantity for p in await client.positions()}
+            done["fills_booked"] += await self._book_fills_since(client, since)
+            if len(self._exec_ids) == booked:
+                break
+        else:
+            log.warning("positions_unsettled", reads=POSITION_READS)
+            log.info("reconciled", **done)
+            return done  # executions keep coming: the next reconciliation compares
         ours = {i for i in self._instruments if self.positions.quantity(i)}
         for instrument_id in sorted(set(venue) | ours):
             diff = venue.get(instrument_id, 0) - self.positions.quantity(instrument_id)
@@ -175,6 +186,14 @@ class ReconcileMixin:
             self.check_brackets(instrument_id)
         log.info("reconciled", **done)
         return done
+
+    async def _book_fills_since(self: OrderManager, client: ExecutionClient, since: int) -> int:
+        """Book the venue's fills after `since` not yet booked (by exec id); how many."""
+        booked = 0
+        for fill in sorted(await client.fills_since(since), key=lambda f: f.ts_ns):
+            booked += self.apply_fill_report(fill)
+            self._fills_since_ns = max(self._fills_since_ns, fill.ts_ns)
+        return booked
 
     def _adjust_position(self: OrderManager, instrument_id: str, diff: int, ts_ns: int) -> None:
         """Move our position by `diff` lots to match the venue, at the last mark (else the

@@ -101,16 +101,23 @@ class LiveRunner:
         by client order id and the answer applied: never a blind resend. After the venue's link
         comes back, everything is reconciled over its status queries before anything else."""
         om, client = self.core.om, self.core.client
-        was_connected = om.connected
+        # Reconnects and drops are counted, not sampled: a drop and reconnect between two polls
+        # leaves `connected` true at both, yet outcomes were missed while the link was down.
+        seen_up = om.counters["connection_connected"]
+        seen_down = om.counters["connection_disconnected"]
         while True:
             await asyncio.sleep(every_s)
-            if was_connected and not om.connected and self.cfg.live.cancel_on_disconnect:
-                asked = om.cancel_all(reason="cancel_on_disconnect")  # REST may still work
-                log.warning("cancel_on_disconnect", orders=asked)
-            if om.connected and not was_connected:
+            downs = om.counters["connection_disconnected"]
+            if downs != seen_down:
+                seen_down = downs
+                if self.cfg.live.cancel_on_disconnect:
+                    asked = om.cancel_all(reason="cancel_on_disconnect")  # REST may still work
+                    log.warning("cancel_on_disconnect", orders=asked)
+            ups = om.counters["connection_connected"]
+            if om.connected and ups != seen_up:
+                seen_up = ups
                 summary = await om.reconcile(client, self.clock.now_ns())
                 log.warning("reconciled_after_reconnect", **summary)
-            was_connected = om.connected
             for order in om.overdue(self.clock.now_ns()):
                 report = await client.query_order(order.client_order_id)
                 om.apply_status_report(report, self.clock.now_ns(),
@@ -125,6 +132,31 @@ class LiveRunner:
         deadline = time.monotonic() + max_wait_s
         while self.core.cache.open_orders() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+
+    async def reconcile_at_stop(self, max_wait_s: float = 10.0, rounds: int = 3) -> None:
+        """At a stop against a remote venue, once the cancels are out: the venue is the truth.
+        A fill its stream never delivered (sent while the link was down, or still held back)
+        is booked from its fill activity, and the orders still open settle by lookup, so the
+        report and the journal end where the broker does. A position the reconciliation moved
+        makes a flattening strategy send one more order: that one is seen out too."""
+        if self.core.matching is not None:
+            return  # the simulated exchange is in process: nothing can have been missed
+        drain = getattr(self.core.client, "drain", None)
+        for _ in range(rounds):
+            if drain is not None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(drain(), max_wait_s)
+            try:
+                summary = await self.core.om.reconcile(self.core.client, self.clock.now_ns())
+            except Exception as exc:  # the stop still writes its report; the log says what
+                log.error("reconcile_at_stop_failed", error=f"{type(exc).__name__}: {exc}")
+                return
+            log.warning("reconciled_at_stop", **summary)
+            if not self.core.cache.open_orders():
+                return
+            await self.wait_for_working_orders(max_wait_s)
+            self.core.om.cancel_all()
+        log.error("orders_open_at_stop", orders=len(self.core.cache.open_orders()))
 
     async def drain_timers(self, max_wait_s: float = 2.0) -> None:
         """At a stop: let deliveries already scheduled (a simulated exchange's acknowledgement
@@ -274,6 +306,7 @@ async def run_live(cfg: HimariConfig, out_dir: Path, on_ready: Any = None, *,
         await runner.wait_for_working_orders()
         core.om.cancel_all()
         await runner.drain_timers()
+        await runner.reconcile_at_stop()
         t_end_loop = time.perf_counter()
         session.mark_last_ticks()
         await data.close()
