@@ -32,6 +32,8 @@ log = structlog.get_logger("himari.paper")
 
 KEY_ENV, SECRET_ENV = "APCA_API_KEY_ID", "APCA_API_SECRET_KEY"
 READY_TIMEOUT_S = 60.0
+# Without --config: the sandbox's market at 20x and 20-tick bars, so a minute trades.
+DEMO_OVERRIDES = ["live.speed=20", 'strategy.params.bar_spec="20t"']
 
 
 @dataclass
@@ -175,6 +177,8 @@ def run_paper(cfg_path: str | None, overrides: list[str], *, duration: float | N
     from himari.daemon.logs import configure_logging
     from himari.daemon.runtime import run_main
 
+    if cfg_path is None:  # the embedded demo: a market fast enough to trade within a minute
+        overrides = [*DEMO_OVERRIDES, *overrides]
     probe = load_config(cfg_path, overrides)
     symbols = list(probe.feed.symbols) or ["AAPL", "MSFT"]
     out_dir = Path(out or probe.report.out_dir)
