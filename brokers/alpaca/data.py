@@ -33,7 +33,7 @@ from himari.brokers.alpaca.config import AlpacaConfig
 from himari.brokers.alpaca.stream import StreamError, decode_frame
 from himari.daemon.clock import Clock
 from himari.daemon.events import TickBatch
-from himari.daemon.feeds.client import KINDS
+from himari.daemon.feeds.client import KINDS, checked_subscription
 from himari.daemon.instruments import Instrument
 
 log = structlog.get_logger("himari.alpaca")
@@ -76,13 +76,8 @@ class AlpacaDataClient:
             self._session = aiohttp.ClientSession()
 
     def subscribe(self, instrument_id: str, kinds: tuple[str, ...] = ("trades",)) -> None:
-        if instrument_id not in self.instruments:
-            raise KeyError(f"data client has no instrument {instrument_id!r}; it has "
-                           f"{', '.join(self.instruments)}")
-        bad = [k for k in kinds if k not in KINDS]
-        if bad:
-            raise ValueError(f"subscription kinds {bad} are not among {KINDS}")
-        self.subscriptions[instrument_id] = tuple(kinds)
+        self.subscriptions[instrument_id] = checked_subscription(self.instruments,
+                                                                 instrument_id, kinds)
 
     def history(self) -> Iterator[TickBatch]:
         """No warm-up history from the socket (Alpaca's REST bars are not fetched here)."""

@@ -28,6 +28,18 @@ from himari.daemon.sources import ReplaySource
 KINDS = ("trades", "quotes", "bars")
 
 
+def checked_subscription(instruments: dict[str, Instrument], instrument_id: str,
+                         kinds: tuple[str, ...]) -> tuple[str, ...]:
+    """What every data client's `subscribe` checks: a known instrument and known kinds."""
+    if instrument_id not in instruments:
+        raise KeyError(f"data client has no instrument {instrument_id!r}; it has "
+                       f"{', '.join(instruments)}")
+    bad = [k for k in kinds if k not in KINDS]
+    if bad:
+        raise ValueError(f"subscription kinds {bad} are not among {KINDS}")
+    return tuple(kinds)
+
+
 class DataClient(Protocol):
     instruments: dict[str, Instrument]
 
@@ -68,13 +80,8 @@ class _SourceClient:
         self._connected = True
 
     def subscribe(self, instrument_id: str, kinds: tuple[str, ...] = ("trades",)) -> None:
-        if instrument_id not in self.instruments:
-            raise KeyError(f"data client has no instrument {instrument_id!r}; it has "
-                           f"{', '.join(self.instruments)}")
-        bad = [k for k in kinds if k not in KINDS]
-        if bad:
-            raise ValueError(f"subscription kinds {bad} are not among {KINDS}")
-        self.subscriptions[instrument_id] = tuple(kinds)
+        self.subscriptions[instrument_id] = checked_subscription(self.instruments,
+                                                                 instrument_id, kinds)
 
     def _batches(self) -> Iterator[TickBatch]:
         if self._it is None:
