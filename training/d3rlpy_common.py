@@ -1,7 +1,8 @@
 """What the d3rlpy trainers of CQL (D3) and discrete SAC (D6) share.
 
-- `Transitions`: the offline trajectories turned into (s, a, r, s', done) rows, observations
-  normalised exactly as at run time (`decision/nets/mlp.normalise`: affine z-score, clip).
+- `Transitions`: the offline trajectories (`training/offline.py`, observations already z-scored
+  and clipped by `FeatureStats.normalize`, as the run-time kernel does) turned into
+  (s, a, r, s', done) rows.
 - `run_updates`: our own seeded mini-batch loop around `algo.update` (numpy Generator indices), so
   training is reproducible from the seed and d3rlpy never writes logs or pickles (its `fit` saves
   models with pickle-based `save`; we never call it).
@@ -27,7 +28,6 @@ from d3rlpy.models.torch import Encoder
 from torch import nn
 
 from himari.decision.layout import FEATURE_DIM, N_ACTIONS
-from himari.decision.nets.mlp import normalise
 
 Z_CLIP = 10.0  # normalised inputs beyond 10 sigma carry no extra information; keeps outputs sane
 
@@ -41,22 +41,23 @@ def seed_everything(seed: int) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class OfflineArrays:
-    """Offline trajectories, one row per closed 5-minute bar (the `data` helper's arrays).
+    """Offline trajectories, one row per closed 5-minute bar (`training/offline.OfflineData`).
 
-    `x` raw 257-value feature vectors (the behaviour policy's own position slots), `actions`
+    `obs` z-scored 257-value feature vectors (the behaviour policy's own position slots), `actions`
     canonical indices 0..2, `rewards` the env reward r~ of that step, `terminals` true end of an
     episode (no bootstrap), `timeouts` truncation (the row has no successor: dropped)."""
 
-    x: np.ndarray          # (N, 257) float32
+    obs: np.ndarray        # (N, 257) float32, normalised
     actions: np.ndarray    # (N,) int
     rewards: np.ndarray    # (N,) float
     terminals: np.ndarray  # (N,) bool
     timeouts: np.ndarray   # (N,) bool
 
     def __post_init__(self) -> None:
-        n = self.x.shape[0]
-        if self.x.ndim != 2 or self.x.shape[1] != FEATURE_DIM:
-            raise ValueError(f"offline x has shape {self.x.shape}, expected (N, {FEATURE_DIM})")
+        n = self.obs.shape[0]
+        if self.obs.ndim != 2 or self.obs.shape[1] != FEATURE_DIM:
+            raise ValueError(f"offline obs has shape {self.obs.shape}, "
+                             f"expected (N, {FEATURE_DIM})")
         for name in ("actions", "rewards", "terminals", "timeouts"):
             if getattr(self, name).shape != (n,):
                 raise ValueError(f"offline {name} has shape {getattr(self, name).shape}, "
@@ -64,8 +65,8 @@ class OfflineArrays:
         if n and (self.actions.min() < 0 or self.actions.max() >= N_ACTIONS):
             raise ValueError(f"offline actions outside 0..{N_ACTIONS - 1}: "
                              f"[{self.actions.min()}, {self.actions.max()}]")
-        if not (np.isfinite(self.x).all() and np.isfinite(self.rewards).all()):
-            raise ValueError("offline x or rewards contain non-finite values")
+        if not (np.isfinite(self.obs).all() and np.isfinite(self.rewards).all()):
+            raise ValueError("offline observations or rewards contain non-finite values")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,11 +81,10 @@ class Transitions:
         return self.obs.shape[0]
 
 
-def make_transitions(data: OfflineArrays, scale: np.ndarray, offset: np.ndarray,
-                     z_clip: float = Z_CLIP) -> Transitions:
+def make_transitions(data: OfflineArrays) -> Transitions:
     """(s, a, r, s', done) rows: s' is the next row of the same episode; a terminal row
     bootstraps nothing (s' = s, done 1); a timeout row has no s' and is dropped."""
-    z = normalise(data.x, scale, offset, z_clip)
+    z = np.asarray(data.obs, dtype=np.float32)
     n = z.shape[0]
     ends = data.terminals.astype(bool) | data.timeouts.astype(bool)
     if n and not ends[-1]:

@@ -82,7 +82,7 @@ def arch_meta(z_clip: float = Z_CLIP) -> dict[str, Any]:
 def fit(arrays: OfflineArrays, scale: np.ndarray, offset: np.ndarray, seed: int, steps: int,
         batch_size: int = BATCH_SIZE) -> tuple[Any, dict[str, np.ndarray], dict[str, Any]]:
     """Train on `arrays`; (algo, checkpoint tensors, training info)."""
-    trans = make_transitions(arrays, scale, offset, Z_CLIP)
+    trans = make_transitions(arrays)
     algo = build_algo(seed, batch_size)
     rng = np.random.default_rng(seed)
     final, history, seconds = run_updates(algo, trans, steps, batch_size, rng)

@@ -176,18 +176,17 @@ def normalise(x: np.ndarray, scale: np.ndarray, offset: np.ndarray, z_clip: floa
     return np.clip(z, -z_clip, z_clip).astype(np.float32)
 
 
-def affine_from_normaliser(normalize, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """(scale, offset) of an affine per-slot normaliser (e.g. `FeatureStats.normalize`).
-
-    Reading it off the callable (n(1) - n(0), n(0)) keeps this file independent of how the
-    statistics are stored (std floor, unscaled slots) while giving the same numbers."""
-    zero = np.asarray(normalize(np.zeros(dim, dtype=np.float64)), dtype=np.float64)
-    one = np.asarray(normalize(np.ones(dim, dtype=np.float64)), dtype=np.float64)
-    scale, offset = one - zero, zero
-    if scale.shape != (dim,) or not (np.all(np.isfinite(scale)) and np.all(np.isfinite(offset))):
-        raise ValueError(f"feature normaliser gives non-finite or mis-shaped output "
-                         f"(shape {scale.shape}, expected ({dim},))")
-    return scale, offset
+def affine_from_stats(mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, offset) with x * scale + offset == (x - mean) / std (decision/features.py's
+    FeatureStats, whose std is already floored and 1 on the unscaled slots)."""
+    mean = np.asarray(mean, dtype=np.float64)
+    std = np.asarray(std, dtype=np.float64)
+    if mean.shape != std.shape or not (np.isfinite(mean).all() and np.isfinite(std).all()
+                                       and (std > 0).all()):
+        raise ValueError(f"feature statistics must be finite, equal-shaped, std > 0 (mean "
+                         f"{mean.shape}, std {std.shape})")
+    scale = 1.0 / std
+    return scale, -mean * scale
 
 
 def pack_d3rlpy(state_dicts: Sequence[Mapping[str, np.ndarray]], layer_norm: bool

@@ -13,7 +13,7 @@ from himari.decision.agent import AgentInput
 from himari.decision.checkpoint import DEFAULT_DIR, CheckpointError, save_checkpoint
 from himari.decision.layout import FEATURE_DIM
 from himari.decision.nets import cql, sac
-from himari.decision.nets.mlp import affine_from_normaliser, normalise
+from himari.decision.nets.mlp import affine_from_stats, normalise
 
 H1, H2 = 8, 6
 
@@ -77,17 +77,13 @@ def test_normalisation_and_clip_are_applied_before_the_network(tmp_path: Path) -
     assert agent.act(_inp(x)).probs == pytest.approx((1 / 3, 1 / 3, 1 / 3), abs=1e-12)
 
 
-def test_affine_is_read_off_any_per_slot_normaliser() -> None:
-    mean, std = np.arange(5.0), np.array([1.0, 2.0, 4.0, 1.0, 1.0])
-
-    def norm(x: np.ndarray) -> np.ndarray:
-        z = (x - mean) / std
-        z[3:] = x[3:]  # unscaled slots pass through
-        return z
-
-    scale, offset = affine_from_normaliser(norm, 5)
+def test_affine_from_stats_is_the_z_score() -> None:
+    mean, std = np.arange(5.0), np.array([1.0, 2.0, 4.0, 1.0, 0.5])
+    scale, offset = affine_from_stats(mean, std)
     x = np.array([3.0, -1.0, 10.0, 0.5, -0.25])
-    assert normalise(x, scale, offset, 100.0) == pytest.approx(norm(x).astype(np.float32))
+    np.testing.assert_allclose(normalise(x, scale, offset, 100.0), (x - mean) / std, rtol=1e-6)
+    np.testing.assert_allclose(normalise(x, scale, offset, 2.0),
+                               np.clip((x - mean) / std, -2, 2), rtol=1e-6)
 
 
 def test_load_refuses_misshaped_or_foreign_checkpoints(tmp_path: Path) -> None:
@@ -135,11 +131,11 @@ def _trained(module, seed: int):
     x = rng.standard_normal((n, FEATURE_DIM)).astype(np.float32) * 3 + 1
     term = np.zeros(n, bool)
     term[-1] = True
-    arrays = OfflineArrays(x=x, actions=rng.integers(0, 3, n), rewards=rng.standard_normal(n),
-                           terminals=term, timeouts=np.zeros(n, bool))
     scale, offset = 1 / (1 + rng.random(FEATURE_DIM)), rng.standard_normal(FEATURE_DIM)
+    arrays = OfflineArrays(obs=normalise(x, scale, offset, 10.0), actions=rng.integers(0, 3, n), rewards=rng.standard_normal(n),
+                           terminals=term, timeouts=np.zeros(n, bool))
     algo = module.build_algo(seed, batch_size=32)
-    run_updates(algo, make_transitions(arrays, scale, offset), 30, 32, rng)
+    run_updates(algo, make_transitions(arrays), 30, 32, rng)
     return algo, scale, offset
 
 
