@@ -97,7 +97,7 @@ def train(data: Any, out_dir: Path, seed: int, quick: bool) -> dict[str, Any]:
     """`himari train`'s entry point for CQL: fit, evaluate, write checkpoint "cql"."""
     from himari.training.offline_eval import prepare, evaluate_agent
 
-    prep = prepare(data, seed)
+    prep = prepare(data, seed, quick)
     steps = QUICK_STEPS if quick else STEPS
     _, tensors, info = fit(prep.arrays, prep.scale, prep.offset, seed, steps)
     return _finish(AGENT, tensors, info, prep, out_dir, seed, quick, evaluate_agent)
@@ -111,7 +111,8 @@ def _finish(agent: str, tensors: dict[str, np.ndarray], info: dict[str, Any], pr
     metadata with the metrics; shared by CQL and SAC."""
     import importlib
 
-    tensors = {**tensors, "feat_mean": prep.mean, "feat_std": prep.std}
+    # the FeatureStats themselves too (decision/features.FeatureStats.from_tensors reads them)
+    tensors = {**tensors, "x_mean": prep.mean.astype(np.float32), "x_std": prep.std.astype(np.float32)}
     meta: dict[str, Any] = {
         "agent": agent, "seed": seed, "quick": quick, "data": prep.data_meta,
         "arch": arch or arch_meta(), "hyperparameters": extra or hyperparameters(),

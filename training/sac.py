@@ -105,7 +105,7 @@ def train(data: Any, out_dir: Path, seed: int, quick: bool) -> dict[str, Any]:
     from himari.training.cql import _finish
     from himari.training.offline_eval import evaluate_agent, prepare
 
-    prep = prepare(data, seed)
+    prep = prepare(data, seed, quick)
     steps = QUICK_STEPS if quick else STEPS
     _, tensors, info = fit(prep.arrays, prep.scale, prep.offset, seed, steps)
     return _finish(AGENT, tensors, info, prep, out_dir, seed, quick, evaluate_agent,
