@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 
 from himari.decision.checkpoint import save_checkpoint
+from himari.decision.features import Z_CLIP
 from himari.decision.layout import FEATURE_DIM, N_ACTIONS
 from himari.decision.nets.mlp import FEATURE_KEYS, pack_d3rlpy
 from himari.training.d3rlpy_common import (
-    Z_CLIP, LayerNormEncoderFactory, OfflineArrays, make_transitions, run_updates,
+    LayerNormEncoderFactory, OfflineArrays, make_transitions, run_updates,
     seed_everything, state_dict_numpy)
 
 AGENT = "cql"
@@ -112,7 +113,8 @@ def _finish(agent: str, tensors: dict[str, np.ndarray], info: dict[str, Any], pr
     import importlib
 
     # the FeatureStats themselves too (decision/features.FeatureStats.from_tensors reads them)
-    tensors = {**tensors, "x_mean": prep.mean.astype(np.float32), "x_std": prep.std.astype(np.float32)}
+    tensors = {**tensors, "x_mean": prep.mean.astype(np.float32),
+               "x_std": prep.std.astype(np.float32)}
     meta: dict[str, Any] = {
         "agent": agent, "seed": seed, "quick": quick, "data": prep.data_meta,
         "arch": arch or arch_meta(), "hyperparameters": extra or hyperparameters(),

@@ -29,8 +29,6 @@ from torch import nn
 
 from himari.decision.layout import FEATURE_DIM, N_ACTIONS
 
-from himari.decision.features import Z_CLIP  # noqa: E402,F401 - the z-score clip (run time applies it too)
-
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)

@@ -40,6 +40,7 @@ class Prepared:
     env: Any               # training/env.TradingEnv over the same bars, or None
     data_meta: dict[str, Any]
     eval_steps: int
+    valid: tuple[Any, Any] | None = None  # (OfflineData, TradingEnv) on the validation bars
 
 
 def _get(data: Any, *names: str) -> Any:
@@ -68,7 +69,13 @@ def prepare(data: Any, seed: int, quick: bool = False) -> Prepared:
         offline = build_offline(ds, _get(data, "regime"), seed, stats=_get(data, "stats"),
                                 **({"env": data.env} if _get(data, "env") is not None else {}))
     stats = offline.stats
-    if ds is not None:
+    valid = None
+    if hasattr(data, "make_env"):  # training/run.TrainingData
+        env = data.make_env("train")
+        off_valid = data.offline_valid() if hasattr(data, "offline_valid") else None
+        if off_valid is not None and len(off_valid):
+            valid = (off_valid, data.make_env("valid"))
+    elif ds is not None:
         from himari.training.env import TradingEnv
 
         kwargs = {"cfg": data.env} if _get(data, "env") is not None else {}
@@ -85,14 +92,24 @@ def prepare(data: Any, seed: int, quick: bool = False) -> Prepared:
     if isinstance(extra, dict):
         meta["training_data"] = extra
     return Prepared(arrays, mean, std, scale, offset, offline, env, meta,
-                    QUICK_EVAL_STEPS if quick else EVAL_STEPS)
+                    QUICK_EVAL_STEPS if quick else EVAL_STEPS, valid)
 
 
 def evaluate_agent(agent: Any, prep: Prepared, seed: int = 0) -> dict[str, Any]:
-    """Greedy roll-out of `agent` vs the behaviour policies on the same episodes (in-sample)."""
-    off = prep.offline
-    if prep.env is None or off is None or not hasattr(off, "episode_starts"):
+    """Greedy roll-out of `agent` vs the behaviour policies on the same episodes: on the
+    training bars (in-sample) and, when there are any, the validation bars (`valid_` keys)."""
+    if prep.env is None or prep.offline is None or not hasattr(prep.offline, "episode_starts"):
         return {"evaluation": "skipped: no dataset to roll out in"}
+    out = rollout(agent, prep.offline, prep.env, prep, seed)
+    if prep.valid is not None:
+        out.update({f"valid_{k}": v for k, v in
+                    rollout(agent, prep.valid[0], prep.valid[1], prep, seed).items()})
+    return out
+
+
+def rollout(agent: Any, off: Any, env: Any, prep: Prepared, seed: int) -> dict[str, Any]:
+    """Mean reward per step of the agent and of the behaviour data on a seeded subset of the
+    episodes of `off` (at most `prep.eval_steps` steps)."""
     lengths = off.episode_lengths
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(lengths))
@@ -105,15 +122,13 @@ def evaluate_agent(agent: Any, prep: Prepared, seed: int = 0) -> dict[str, Any]:
     inp = AgentInput(ts_ns=0, instrument_id="train", x=np.zeros(FEATURE_DIM, np.float32),
                      tactical=np.zeros((TACTICAL_ROWS, TACTICAL_COLS), np.float32),
                      strategic=None, regime=2, target_sharpe=2.0, position=0)
-    env = prep.env
     agent_rewards: list[float] = []
     behaviour_rewards: list[float] = []
     counts = np.zeros(N_ACTIONS, np.int64)
     changes = 0
     for e in sorted(chosen):
         sl = off.episode(e)
-        start = int(off.bars[sl.start])
-        obs, _ = env.reset(options={"start": start})
+        obs, _ = env.reset(options={"start": int(off.bars[sl.start])})
         pos = 0
         steps = 0
         for _ in range(int(lengths[e])):

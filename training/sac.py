@@ -25,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from himari.decision.features import Z_CLIP
 from himari.decision.layout import FEATURE_DIM, N_ACTIONS
 from himari.decision.nets.mlp import FEATURE_KEYS, pack_d3rlpy
 from himari.training.d3rlpy_common import (
-    Z_CLIP, OfflineArrays, make_transitions, run_updates, seed_everything, state_dict_numpy)
+    OfflineArrays, make_transitions, run_updates, seed_everything, state_dict_numpy)
 
 AGENT = "sac"
 HIDDEN = (64, 64)

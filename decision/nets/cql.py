@@ -35,7 +35,8 @@ def arch_from_meta(meta: dict[str, Any], source: str) -> MLPArch:
                        out_dim=int(raw["out_dim"]), layer_norm=bool(raw["layer_norm"]),
                        z_clip=float(raw["z_clip"]))
     except (KeyError, IndexError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {source} has a malformed 'arch' {raw!r}: {exc}") from None
+        raise CheckpointError(f"checkpoint {source} has a malformed 'arch' {raw!r}: "
+                              f"{exc}") from None
     if arch.in_dim != FEATURE_DIM or arch.out_dim != N_ACTIONS:
         raise CheckpointError(f"checkpoint {source} has arch in_dim={arch.in_dim}, "
                               f"out_dim={arch.out_dim}; expected {FEATURE_DIM} and {N_ACTIONS}")

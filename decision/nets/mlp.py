@@ -165,11 +165,6 @@ class MLPEnsemble:
         return normalise(x, self.scale, self.offset, self._z_clip)
 
 
-def normalise(self, x: np.ndarray) -> np.ndarray:
-        """The clipped normalised input the network sees (vectorised; training uses the same)."""
-        return normalise(x, self._w["feat_scale"], self._w["feat_offset"], self.arch.z_clip)
-
-
 def normalise(x: np.ndarray, scale: np.ndarray, offset: np.ndarray, z_clip: float) -> np.ndarray:
     """`clip(x * scale + offset, -z_clip, z_clip)` for one vector (D,) or rows (N, D), float32."""
     z = np.asarray(x, dtype=np.float64) * scale + offset

@@ -132,7 +132,8 @@ def _trained(module, seed: int):
     term = np.zeros(n, bool)
     term[-1] = True
     scale, offset = 1 / (1 + rng.random(FEATURE_DIM)), rng.standard_normal(FEATURE_DIM)
-    arrays = OfflineArrays(obs=normalise(x, scale, offset, 10.0), actions=rng.integers(0, 3, n), rewards=rng.standard_normal(n),
+    arrays = OfflineArrays(obs=normalise(x, scale, offset, 10.0), actions=rng.integers(0, 3, n),
+                           rewards=rng.standard_normal(n),
                            terminals=term, timeouts=np.zeros(n, bool))
     algo = module.build_algo(seed, batch_size=32)
     run_updates(algo, make_transitions(arrays), 30, 32, rng)
