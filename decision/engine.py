@@ -1,0 +1,415 @@
+"""The ensemble decision engine at run time (spec decision.md section 1, D7-D9, 7).
+
+Per instrument, on each closed 5-minute bar (event time) `decide(...)`:
+1. checks the matrices (`guard.check_matrix`): a bad tactical matrix gives a neutral HOLD with the
+   reason; a bad strategic matrix is treated as absent;
+2. credits every voter's shadow position with the step that just closed (D7) and hands the agents
+   the ensemble's own reward of that step (`Agent.observe`);
+3. sets the regime (crisis when volatility_30 reaches the training 95th percentile, else the
+   strategic ensemble's argmax when its confidence > 0.65, else neutral) and D9's target Sharpe;
+4. builds x once, asks every active D-agent (guarded: failures, time budget, bench), the tactical
+   team when a strategic go-ahead is valid (6 five-minute bars after an accepted synergy event
+   with confidence >= 0.5 whose strategic decision proceeds), and the strategic ensemble while its
+   decision is valid;
+5. combines them with D7 weights renormalised over the voters present, D8 scaling and abstention.
+
+The result is one `EnsembleDecision`; its per-agent breakdown is built only when asked for
+(`agents()` / `details()`), so the hot path allocates a handful of small objects per decision.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import msgspec
+import numpy as np
+
+from himari.decision.agent import Agent, AgentInput
+from himari.decision.aggregate import (STRATEGIC_INITIAL_WEIGHTS, StrategicResult, TacticalResult,
+                                       aggregate_tactical, strategic_ensemble)
+from himari.decision.features_rt import fill_vector, new_vector, time_features
+from himari.decision.guard import (BENCH_AFTER, COOLDOWN_NS, AgentGuard, InputError, check_matrix,
+                                   check_probs)
+from himari.decision.layout import (ACTIONS, CRISIS, DEFAULT_REGIME, HOLD, REGIMES,
+                                    STRATEGIC_COLS, STRATEGIC_ROWS, TACTICAL_COLS, TACTICAL_ROWS)
+from himari.decision.voting import SharpeVoting, target_sharpe
+
+TACTICAL, STRATEGIC = "tactical", "strategic"
+_OK, _SKIPPED, _BENCHED, _FAILED, _TIMEOUT = 0, 1, 2, 3, 4
+STATUS = ("ok", "skipped", "benched", "failed", "timeout")
+
+
+class TacticalTeamLike(Protocol):
+    def probs(self, tactical: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+
+class StrategicTeamLike(Protocol):
+    def probs(self, strategic: np.ndarray, context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """-> (3 agents x 3 probs, 3 confidences); agents MLMI, NW-RQK, regime."""
+
+
+class EngineConfig(msgspec.Struct, frozen=True, kw_only=True):
+    time_budget_us: int = 0          # 0 = off (replay); see decision/guard.py
+    bench_after: int = BENCH_AFTER
+    cooldown_ns: int = COOLDOWN_NS
+    fee: float = 1e-4                # fraction of notional per unit of turnover (r~ of spec 4.0)
+    go_ahead_bars: int = 6
+    synergy_min_confidence: float = 0.5
+    crisis_volatility: float | None = None  # volatility_30 95th training percentile; None: never
+
+
+class EnsembleDecision:
+    """One decision. `agents()` builds the per-voter breakdown (name, vote, probs, confidence,
+    weight, latency_us, status) from the engine's arrays, which the next `decide` overwrites:
+    read it (or `details()`) before deciding again."""
+
+    __slots__ = ("action", "confidence", "base_confidence", "disagreement", "scale", "abstained",
+                 "regime", "target_sharpe", "reason", "tactical", "strategic", "_names",
+                 "_probs", "_conf", "_weights", "_lat", "_status")
+
+    def __init__(self, action: int, confidence: float, reason: str, regime: int,
+                 target_sharpe: float) -> None:
+        self.action = action
+        self.confidence = confidence
+        self.base_confidence = confidence
+        self.disagreement = 0.0
+        self.scale = 1.0
+        self.abstained = False
+        self.regime = regime
+        self.target_sharpe = target_sharpe
+        self.reason = reason
+        self.tactical: TacticalResult | None = None
+        self.strategic: StrategicResult | None = None
+        self._names: tuple[str, ...] = ()
+
+    @property
+    def action_name(self) -> str:
+        return ACTIONS[self.action]
+
+    def agents(self) -> list[dict[str, Any]]:
+        out = []
+        for i, name in enumerate(self._names):
+            st = int(self._status[i])
+            p = self._probs[i]
+            out.append({"name": name,
+                        "vote": ACTIONS[int(np.argmax(p))] if st == _OK else None,
+                        "probs": [round(float(v), 6) for v in p] if st == _OK else None,
+                        "confidence": round(float(self._conf[i]), 6) if st == _OK else None,
+                        "weight": round(float(self._weights[i]), 6),
+                        "latency_us": round(float(self._lat[i]) / 1000.0, 1),
+                        "status": STATUS[st]})
+        return out
+
+    def details(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "action": self.action_name, "agents": self.agents(),
+            "disagreement": round(self.disagreement, 6), "scale": round(self.scale, 6),
+            "base_confidence": round(self.base_confidence, 6), "abstained": self.abstained,
+            "regime": REGIMES[self.regime], "target_sharpe": self.target_sharpe}
+        if self.tactical is not None:
+            t = self.tactical
+            d["tactical"] = {"scores": [round(v, 6) for v in t.scores], "best": ACTIONS[t.best],
+                             "execute": t.execute, "entry_mode": t.entry_mode,
+                             "penalised": t.penalised, "reason": t.reason}
+        if self.strategic is not None:
+            s = self.strategic
+            d["strategic"] = {"probs": [round(v, 6) for v in s.probs],
+                              "confidence": round(s.confidence, 6),
+                              "uncertainty": round(s.uncertainty, 6),
+                              "should_proceed": s.should_proceed,
+                              "dominant_signal": s.dominant_signal,
+                              "uncertainty_source": s.uncertainty_source}
+        return d
+
+
+class DecisionEngine:
+    def __init__(self, agents: dict[str, Agent], *, voters: Sequence[str] | None = None,
+                 tactical_team: TacticalTeamLike | None = None,
+                 strategic_team: StrategicTeamLike | None = None,
+                 strategic_weights: Sequence[float] = STRATEGIC_INITIAL_WEIGHTS,
+                 cfg: EngineConfig | None = None, instrument_id: str = "",
+                 feature_fn: Callable[..., np.ndarray] | None = None) -> None:
+        """`agents`: loaded D-agents by name. `voters`: who votes, in order (default: every agent,
+        then "tactical" / "strategic" when that team is given). A team not in `voters` still runs
+        for its side job (the strategic team sets the regime)."""
+        self.cfg = cfg or EngineConfig()
+        self.instrument_id = instrument_id
+        self.agents = dict(agents)
+        self.tactical_team = tactical_team
+        self.strategic_team = strategic_team
+        self.strategic_weights = tuple(strategic_weights)
+        if voters is None:
+            voters = [*self.agents, *([TACTICAL] if tactical_team is not None else []),
+                      *([STRATEGIC] if strategic_team is not None else [])]
+        for v in voters:
+            if v not in self.agents and not (v == TACTICAL and tactical_team is not None) \
+                    and not (v == STRATEGIC and strategic_team is not None):
+                raise ValueError(f"voter {v!r} has no loaded agent or team")
+        self.names = tuple(voters)
+        n = len(self.names)
+        self._agent_list = [self.agents.get(nm) for nm in self.names]
+        self._idx_tac = self.names.index(TACTICAL) if TACTICAL in self.names else -1
+        self._idx_str = self.names.index(STRATEGIC) if STRATEGIC in self.names else -1
+        c = self.cfg
+        self.guards = [AgentGuard(nm, c.time_budget_us, c.bench_after, c.cooldown_ns)
+                       for nm in self.names]
+        self.team_guards = {TACTICAL: AgentGuard(TACTICAL, 0, c.bench_after, c.cooldown_ns),
+                            STRATEGIC: AgentGuard(STRATEGIC, 0, c.bench_after, c.cooldown_ns)}
+        self.voting = SharpeVoting(self.names, fee=c.fee)
+        self.feature_fn = feature_fn or fill_vector
+        self._probs = np.zeros((n, 3))
+        self._conf = np.zeros(n)
+        self._lat = np.zeros(n)
+        self._status = np.zeros(n, dtype=np.int8)
+        self._present = np.zeros(n)
+        self._argmax = np.zeros(n, dtype=np.int64)
+        self.counters = {"decisions": 0, "invalid_tactical": 0, "invalid_strategic": 0,
+                         "abstained": 0, "no_voters": 0, "synergies_accepted": 0,
+                         "synergies_ignored": 0, "go_aheads": 0, "observe_errors": 0}
+        self.reset()
+
+    def reset(self) -> None:
+        """Session start: clear recurrent state, the go-ahead and the previous step."""
+        for agent in self.agents.values():
+            agent.reset()
+        self._strategic_result: StrategicResult | None = None  # latest, for the regime
+        self._go_ahead: StrategicResult | None = None
+        self._go_synergy = (0, 0)  # type, direction
+        self._go_left = 0
+        self._vol30 = 1.0
+        self._prev_inp: AgentInput | None = None
+        self._prev_action = HOLD
+        self._prev_close: float | None = None
+        self._prev_pos = 0
+
+    # ---- 30-minute side: strategic matrix, synergy events
+
+    def on_strategic(self, ts_ns: int, values: Any, volatility_30: float = 1.0) -> None:
+        """A new ready strategic matrix: refresh the strategic ensemble used for the regime."""
+        self._vol30 = volatility_30 if math.isfinite(volatility_30) else 1.0
+        try:
+            m = check_matrix(values, STRATEGIC_ROWS, STRATEGIC_COLS, STRATEGIC)
+        except InputError:
+            self.counters["invalid_strategic"] += 1
+            self._strategic_result = None
+            return
+        self._strategic_result = self._run_strategic(ts_ns, m, 0.0, 0)
+
+    def on_synergy(self, ts_ns: int, strategic: Any, synergy_type: int, direction: int,
+                   confidence: float) -> StrategicResult | None:
+        """An accepted synergy (confidence >= 0.5) runs the strategic ensemble with its context;
+        its decision is valid for the next `go_ahead_bars` decisions."""
+        if not confidence >= self.cfg.synergy_min_confidence:
+            self.counters["synergies_ignored"] += 1
+            return None
+        self.counters["synergies_accepted"] += 1
+        try:
+            m = check_matrix(strategic, STRATEGIC_ROWS, STRATEGIC_COLS, STRATEGIC)
+        except InputError:
+            self.counters["invalid_strategic"] += 1
+            return None
+        res = self._run_strategic(ts_ns, m, confidence, direction)
+        if res is None:
+            return None
+        self._go_ahead = res
+        self._go_synergy = (int(synergy_type), int(direction))
+        self._go_left = self.cfg.go_ahead_bars
+        if res.should_proceed:
+            self.counters["go_aheads"] += 1
+        return res
+
+    def _run_strategic(self, ts_ns: int, m: np.ndarray, syn_conf: float,
+                       syn_dir: int) -> StrategicResult | None:
+        team = self.strategic_team
+        guard = self.team_guards[STRATEGIC]
+        if team is None or not guard.available(ts_ns):
+            return None
+        s_h, c_h, s_w, c_w = time_features(ts_ns)
+        hour_sin, hour_cos = s_h, c_h
+        weekday = ((int(ts_ns) // 86_400_000_000_000) + 3) % 7
+        ctx = np.array([syn_conf, float(syn_dir), math.log(max(self._vol30, 1e-6)), hour_sin,
+                        hour_cos, weekday / 6.0], dtype=np.float32)
+        try:
+            p, c = team.probs(m, ctx)
+            res = strategic_ensemble(p, c, self.strategic_weights)
+            if not (math.isfinite(res.confidence) and math.isfinite(res.uncertainty)):
+                raise ValueError("non-finite strategic probabilities")
+        except Exception as exc:  # noqa: BLE001 - a failing team is counted, never raised
+            guard.failure(ts_ns, f"{type(exc).__name__}: {exc}")
+            return None
+        guard.success()
+        return res
+
+    # ---- 5-minute decision
+
+    def regime(self) -> int:
+        crisis = self.cfg.crisis_volatility
+        if crisis is not None and self._vol30 >= crisis:
+            return CRISIS
+        res = self._strategic_result
+        if res is not None and res.confidence > 0.65:
+            return int(np.argmax(res.probs)) + 1  # SELL -> bearish, HOLD -> neutral, BUY -> bullish
+        return DEFAULT_REGIME
+
+    def decide(self, ts_ns: int, tactical: Any, strategic: Any = None, *, close: float = math.nan,
+               position: int = 0, unrealized_atr: float = 0.0, bars_in_position: int = 0,
+               drawdown_buffer: float = 1.0,
+               target_sharpe_override: float | None = None) -> EnsembleDecision:
+        """One ensemble decision for the closed 5-minute bar ending at `ts_ns`."""
+        self.counters["decisions"] += 1
+        regime = self.regime()
+        sharpe = target_sharpe(regime, target_sharpe_override)
+        self._status[:] = _SKIPPED
+        self._present[:] = 0.0
+        self._lat[:] = 0.0
+        self._conf[:] = 0.0
+        self._probs[:] = 0.0
+        try:
+            tac = check_matrix(tactical, TACTICAL_ROWS, TACTICAL_COLS, TACTICAL)
+        except InputError as exc:
+            self.counters["invalid_tactical"] += 1
+            return self._finish(EnsembleDecision(HOLD, 0.5, f"neutral: {exc}", regime, sharpe))
+        strat: np.ndarray | None = None
+        if strategic is not None:
+            try:
+                strat = check_matrix(strategic, STRATEGIC_ROWS, STRATEGIC_COLS, STRATEGIC)
+            except InputError:
+                self.counters["invalid_strategic"] += 1
+        self._step_rewards(ts_ns, close, position)
+
+        x = new_vector()  # fresh per bar: sequence agents may keep the previous input
+        self.feature_fn(x, ts_ns, tac, strat, regime, sharpe, position, unrealized_atr,
+                        bars_in_position, drawdown_buffer)
+        inp = AgentInput(ts_ns=ts_ns, instrument_id=self.instrument_id, x=x, tactical=tac,
+                         strategic=strat, regime=regime, target_sharpe=sharpe, position=position)
+        perf = time.perf_counter_ns
+        for i, agent in enumerate(self._agent_list):
+            if agent is None:
+                continue
+            guard = self.guards[i]
+            if not guard.available(ts_ns):
+                self._status[i] = _BENCHED
+                continue
+            t0 = perf()
+            try:
+                vote = agent.act(inp)
+                check_probs(vote.probs, self._probs[i])
+                conf = float(vote.confidence)
+                if not math.isfinite(conf):
+                    raise ValueError(f"confidence {conf!r}")
+            except Exception as exc:  # noqa: BLE001 - one agent's failure is not the ensemble's
+                self._lat[i] = perf() - t0
+                guard.failure(ts_ns, f"{type(exc).__name__}: {exc}")
+                self._status[i] = _FAILED
+                continue
+            elapsed = perf() - t0
+            self._lat[i] = elapsed
+            if guard.over_budget(elapsed):
+                guard.failure(ts_ns, f"took {elapsed // 1000} us", timeout=True)
+                self._status[i] = _TIMEOUT
+                continue
+            guard.success()
+            self._conf[i] = min(max(conf, 0.0), 1.0)
+            self._status[i] = _OK
+            self._present[i] = 1.0
+
+        dec = EnsembleDecision(HOLD, 0.5, "", regime, sharpe)
+        self._team_votes(ts_ns, tac, dec)
+        if self._present.sum() == 0:
+            self.counters["no_voters"] += 1
+            dec.reason = "neutral: no voter available"
+        else:
+            comb = self.voting.combine(self._probs, self._present)
+            dec.action, dec.confidence = comb.action, comb.confidence
+            dec.base_confidence, dec.disagreement = comb.base_confidence, comb.disagreement
+            dec.scale, dec.abstained = comb.scale, comb.abstained
+            if comb.abstained:
+                self.counters["abstained"] += 1
+                dec.reason = f"abstain: disagreement {comb.disagreement:.2f}"
+            else:
+                dec.reason = f"ensemble {ACTIONS[comb.action]}"
+            np.argmax(self._probs, axis=1, out=self._argmax)
+            self.voting.record_votes(self._argmax, self._present)
+        self._prev_inp, self._prev_action = inp, dec.action
+        return self._finish(dec, self.voting._out.weights if self._present.sum() else None)
+
+    def _team_votes(self, ts_ns: int, tac: np.ndarray, dec: EnsembleDecision) -> None:
+        go = self._go_ahead if self._go_left > 0 else None
+        if self._go_left > 0:
+            self._go_left -= 1
+        dec.strategic = go
+        i = self._idx_str
+        if go is not None and i >= 0:
+            self._probs[i] = go.probs
+            self._conf[i] = go.confidence
+            self._status[i] = _OK
+            self._present[i] = 1.0
+        i = self._idx_tac
+        if go is None or not go.should_proceed or self.tactical_team is None:
+            return
+        guard = self.team_guards[TACTICAL]
+        if not guard.available(ts_ns):
+            if i >= 0:
+                self._status[i] = _BENCHED
+            return
+        t0 = time.perf_counter_ns()
+        try:
+            f, m, e = self.tactical_team.probs(tac)
+            res = aggregate_tactical(np.asarray(f), np.asarray(m), np.asarray(e), *self._go_synergy)
+            if not math.isfinite(res.confidence):
+                raise ValueError("non-finite tactical score")
+        except Exception as exc:  # noqa: BLE001
+            guard.failure(ts_ns, f"{type(exc).__name__}: {exc}")
+            if i >= 0:
+                self._status[i] = _FAILED
+                self._lat[i] = time.perf_counter_ns() - t0
+            return
+        guard.success()
+        dec.tactical = res
+        if i >= 0:
+            self._lat[i] = time.perf_counter_ns() - t0
+            self._probs[i] = res.vote_probs()
+            self._conf[i] = res.confidence
+            self._status[i] = _OK
+            self._present[i] = 1.0
+
+    def _step_rewards(self, ts_ns: int, close: float, position: int) -> None:
+        """D7's shadow returns, then the ensemble's own r~ of the step that just closed (held
+        `position`, which the previous decision's orders led to) to every agent's `observe`."""
+        sigma = self.voting._sigma()  # from returns before this one, as r~ of spec 4.0
+        self.voting.on_bar(ts_ns, close)
+        held = (position > 0) - (position < 0)
+        before, self._prev_pos = self._prev_pos, held
+        prev_close = self._prev_close
+        if math.isfinite(close) and close > 0:
+            self._prev_close = close
+        prev = self._prev_inp
+        if prev is None or prev_close is None or not self._prev_close == close:
+            return
+        ret = (close - prev_close) / prev_close
+        reward = (held * ret - self.cfg.fee * abs(held - before)) / sigma if sigma else 0.0
+        for agent in self.agents.values():
+            try:
+                agent.observe(prev, self._prev_action, reward)
+            except Exception:  # noqa: BLE001 - history bookkeeping must not stop the decision
+                self.counters["observe_errors"] += 1
+
+    def _finish(self, dec: EnsembleDecision, weights: np.ndarray | None = None) -> EnsembleDecision:
+        dec._names = self.names
+        dec._probs, dec._conf, dec._lat, dec._status = self._probs, self._conf, self._lat, \
+            self._status
+        dec._weights = weights if weights is not None else np.zeros(len(self.names))
+        return dec
+
+    # ---- report
+
+    def stats(self) -> dict[str, Any]:
+        return {"voters": list(self.names), **self.counters,
+                "weights": {n: round(float(w), 6) for n, w in zip(self.names, self.voting.weights)},
+                "sharpe": {n: round(float(s), 6) for n, s in zip(self.names, self.voting.sharpe)},
+                "weight_updates": self.voting.updates, "days": self.voting.days,
+                "guards": {g.name: g.stats() for g in self.guards},
+                "teams": {k: g.stats() for k, g in self.team_guards.items()}}

@@ -1,0 +1,215 @@
+"""D7 Sharpe-weighted voting, D8 disagreement scaling and abstention, D9 return conditioning.
+
+D7 (spec decision.md, G37): every voter keeps a *shadow* position that follows its own argmax
+(section 0: BUY / SELL go to +1 / -1 when flat or on that side, the opposite action closes, HOLD
+keeps) and earns the env reward r~ (spec 4.0) of that position:
+    r~_t = (pos_t (C_{t+1} - C_t) / C_t - fee |pos_t - pos_{t-1}|) / sigma_t,
+sigma_t the EWMA (span 100) std of 5-minute returns. Rewards are summed per UTC day (event time);
+Sharpe_i = mean / sample std of the last 30 daily sums (not annualised); with fewer than 10 days
+every target weight is equal; otherwise raw_i = max(Sharpe_i, 0), w*_i = raw_i / sum(raw) (equal if
+all are 0), w <- 0.9 w + 0.1 w*, once per day at the first bar after 00:00 UTC. At each decision
+the weights are renormalised over the voters present.
+
+D8: s_i = p_i(BUY) - p_i(SELL); D = sum_i w_i (s_i - sbar)^2 with sbar = sum_i w_i s_i;
+scale(D) = 1 below 0.2, 0.25 above 0.7, linear in between; abstain (HOLD at 0.5) iff D >= 0.5 and
+the scaled confidence < 0.4.
+
+Everything here is preallocated numpy over a fixed voter list, so one decision costs a few us.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from himari.decision.layout import BUY, DEFAULT_REGIME, HOLD, SELL, TARGET_SHARPE
+
+NS_PER_DAY = 86_400 * 1_000_000_000
+WINDOW_DAYS = 30
+MIN_DAYS = 10
+SMOOTHING = 0.9
+SIGMA_SPAN = 100
+ABSTAIN_D = 0.5
+ABSTAIN_CONF = 0.4
+ABSTAIN_CONFIDENCE = 0.5
+
+
+def target_sharpe(regime: int | None, override: float | None = None) -> float:
+    """D9: the regime's target Sharpe (unknown regime -> the default, neutral's 2.0); an explicit
+    override wins."""
+    if override is not None:
+        return float(override)
+    if regime is None or not 0 <= regime < len(TARGET_SHARPE):
+        return TARGET_SHARPE[DEFAULT_REGIME]
+    return TARGET_SHARPE[regime]
+
+
+def scale_for(d: float) -> float:
+    """D8's confidence scale for disagreement d."""
+    if d < 0.2:
+        return 1.0
+    if d > 0.7:
+        return 0.25
+    return 1.0 - 0.75 * (d - 0.2) / 0.5
+
+
+def disagreement(probs: np.ndarray, weights: np.ndarray) -> float:
+    """D8's weighted variance of s_i = p_i(BUY) - p_i(SELL); `weights` sum to 1."""
+    s = probs[:, BUY] - probs[:, SELL]
+    sbar = float(weights @ s)
+    dev = s - sbar
+    return float(weights @ (dev * dev))
+
+
+def shadow_target(position: int, action: int) -> int:
+    """Section 0 on a one-unit shadow position."""
+    if action == BUY:
+        return 0 if position < 0 else 1
+    if action == SELL:
+        return 0 if position > 0 else -1
+    return position
+
+
+class Combined:
+    """The result of one vote (reused object: read it before the next `combine`)."""
+
+    __slots__ = ("probs", "action", "base_confidence", "disagreement", "scale", "confidence",
+                 "abstained", "weights")
+
+    def __init__(self, n: int) -> None:
+        self.probs = np.zeros(3)
+        self.weights = np.zeros(n)
+        self.action = HOLD
+        self.base_confidence = 0.0
+        self.disagreement = 0.0
+        self.scale = 1.0
+        self.confidence = 0.0
+        self.abstained = False
+
+
+class SharpeVoting:
+    """D7 weights with shadow returns for a fixed list of voters, plus the D8 combination."""
+
+    def __init__(self, names: list[str] | tuple[str, ...], fee: float = 1e-4) -> None:
+        self.names = tuple(names)
+        n = len(self.names)
+        self.fee = float(fee)
+        self.weights = np.full(n, 1.0 / n) if n else np.zeros(0)
+        self.shadow = np.zeros(n, dtype=np.int64)
+        self._prev_shadow = np.zeros(n, dtype=np.int64)
+        self._day_sum = np.zeros(n)
+        self._daily = np.zeros((WINDOW_DAYS, n))  # ring of the last 30 daily sums
+        self.days = 0                              # completed days seen (ring fill = min(days, 30))
+        self._day: int | None = None
+        self._close: float | None = None
+        self._ew_mean = 0.0
+        self._ew_var: float | None = None
+        self._alpha = 2.0 / (SIGMA_SPAN + 1)
+        self.sharpe = np.zeros(n)
+        self.updates = 0
+        self._out = Combined(n)
+        self._p = np.zeros((n, 3))
+
+    def reset(self) -> None:
+        self.__init__(self.names, self.fee)  # type: ignore[misc]
+
+    # ---- D7 bookkeeping, once per closed 5-minute bar, before the vote
+
+    def on_bar(self, ts_ns: int, close: float) -> None:
+        """Credit each shadow position with the step that just closed, roll the UTC day."""
+        if self._close is not None and self._close > 0 and math.isfinite(close) and close > 0:
+            ret = (close - self._close) / self._close
+            sigma = self._sigma()
+            if sigma is not None and sigma > 0:
+                turnover = np.abs(self.shadow - self._prev_shadow)
+                self._day_sum += (self.shadow * ret - self.fee * turnover) / sigma
+            self._update_sigma(ret)
+        if math.isfinite(close) and close > 0:
+            self._close = close
+        self._prev_shadow[:] = self.shadow
+        day = ts_ns // NS_PER_DAY
+        if self._day is None:
+            self._day = day
+        elif day != self._day:
+            self._close_day()
+            self._day = day
+
+    def record_votes(self, actions: np.ndarray, present: np.ndarray) -> None:
+        """Move each present voter's shadow position by its own argmax (absent voters keep)."""
+        for i in range(len(self.names)):
+            if present[i]:
+                self.shadow[i] = shadow_target(int(self.shadow[i]), int(actions[i]))
+
+    def _sigma(self) -> float | None:
+        return None if self._ew_var is None else math.sqrt(self._ew_var)
+
+    def _update_sigma(self, ret: float) -> None:
+        if self._ew_var is None:
+            self._ew_mean, self._ew_var = ret, ret * ret
+            return
+        a = self._alpha
+        diff = ret - self._ew_mean
+        self._ew_mean += a * diff
+        self._ew_var = (1 - a) * (self._ew_var + a * diff * diff)
+
+    def _close_day(self) -> None:
+        self._daily[self.days % WINDOW_DAYS] = self._day_sum
+        self.days += 1
+        self._day_sum[:] = 0.0
+        self.update_weights()
+
+    def update_weights(self) -> None:
+        """The daily D7 step from the ring of daily sums."""
+        n = len(self.names)
+        if n == 0:
+            return
+        k = min(self.days, WINDOW_DAYS)
+        if k < MIN_DAYS:
+            self.sharpe[:] = 0.0
+            target = np.full(n, 1.0 / n)
+        else:
+            rows = self._daily[:k]
+            mean = rows.mean(axis=0)
+            std = rows.std(axis=0, ddof=1)
+            self.sharpe = np.where(std > 1e-12, mean / np.where(std > 1e-12, std, 1.0), 0.0)
+            raw = np.maximum(self.sharpe, 0.0)
+            total = raw.sum()
+            target = raw / total if total > 0 else np.full(n, 1.0 / n)
+        self.weights = SMOOTHING * self.weights + (1 - SMOOTHING) * target
+        self.updates += 1
+
+    # ---- D7 vote + D8
+
+    def combine(self, probs: np.ndarray, present: np.ndarray) -> Combined:
+        """Weighted vote over the present voters (rows of `probs` in `names` order)."""
+        out = self._out
+        w = out.weights
+        np.multiply(self.weights, present, out=w)
+        total = w.sum()
+        if total <= 0.0:
+            m = present.sum()
+            if m == 0:
+                out.probs[:] = (0.0, 1.0, 0.0)
+                out.action, out.base_confidence = HOLD, 0.0
+                out.disagreement, out.scale, out.confidence = 0.0, 1.0, 0.0
+                out.abstained = False
+                return out
+            w[:] = present / m  # every present voter's weight was 0: equal over them
+        else:
+            w /= total
+        np.dot(w, probs, out=out.probs)
+        p = out.probs
+        best = int(np.argmax(p))
+        if p[HOLD] == p[best] or p[SELL] == p[BUY] == p[best]:
+            best = HOLD  # ties go to HOLD, as in the tactical aggregation
+        base = float(p[best])
+        d = disagreement(probs, w)
+        scale = scale_for(d)
+        conf = base * scale
+        out.disagreement, out.scale, out.base_confidence = d, scale, base
+        if d >= ABSTAIN_D and conf < ABSTAIN_CONF:
+            out.action, out.confidence, out.abstained = HOLD, ABSTAIN_CONFIDENCE, True
+        else:
+            out.action, out.confidence, out.abstained = best, conf, False
+        return out

@@ -1,0 +1,222 @@
+"""The `ensemble` strategy: the learned decision engine (decision/engine.py) trading one instrument.
+
+It follows the matrix stage's events for its instrument:
+- `FeatureMatrix` kind "strategic" (ready only): kept as the latest 30-minute matrix; refreshes the
+  strategic ensemble that sets the regime;
+- `SynergyDetected`: an accepted synergy (confidence >= 0.5) runs the strategic ensemble; a
+  decision that proceeds lets the tactical team vote on the next 6 five-minute bars;
+- `FeatureMatrix` kind "tactical" (ready only, one per closed 5-minute bar): one ensemble
+  decision. BUY / SELL aim for +1 / -1 unit of `quantity`; the opposite action on an open position
+  closes it (no reversal in one step); HOLD keeps the aim (spec decision.md section 0).
+Every decision is published as a `Decision` with the per-agent breakdown in `details` (the record
+in decisions.jsonl carries `agents`, `disagreement`, `scale`, ...), whether or not the target moves;
+orders follow only a new target (strategies/base.py).
+
+Config (`strategy.params`): `agents` (default: every registered agent and both teams), `required`
+(refuse to start, exit 2, when one is unavailable), `checkpoint_dir` ("" = the shipped
+checkpoints), `quantity`, `time_budget_us` (default: off in replay, 500 us in paper / live, so a
+replay's decisions never depend on machine speed), `fee_bps` (the turnover cost in the shadow
+returns of the voting weights).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+import structlog
+
+from himari.daemon.bus import Bus
+from himari.daemon.cache import Cache
+from himari.daemon.clock import Clock, ReplayClock
+from himari.daemon.configbase import ConfigError, check_range
+from himari.daemon.events import Decision, FeatureMatrix, SynergyDetected
+from himari.daemon.ids import IdSource
+from himari.daemon.instruments import Instrument, InstrumentError
+from himari.decision.engine import STRATEGIC, TACTICAL, DecisionEngine, EngineConfig
+from himari.decision.guard import DEFAULT_BUDGET_US
+from himari.decision.layout import BUY, SELL
+from himari.decision.registry import AGENTS, ALL_VOTERS, RegistryError, checkpoint_dir, load_all
+from himari.strategies.base import Strategy
+
+log = structlog.get_logger("himari.strategy.ensemble")
+BAR_SPEC = "5m"  # the tactical matrix's bars (daemon/matrices/stage.py)
+
+
+class EnsembleConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    agents: list[str] = list(ALL_VOTERS)
+    required: list[str] = []
+    checkpoint_dir: str = ""
+    quantity: Decimal = Decimal(1)
+    time_budget_us: int | None = None  # None: 0 (off) in replay, DEFAULT_BUDGET_US otherwise
+    fee_bps: float = 1.0
+
+    def __post_init__(self) -> None:
+        known = set(ALL_VOTERS)
+        for key, names in (("strategy.params.agents", self.agents),
+                           ("strategy.params.required", self.required)):
+            bad = [n for n in names if n not in known]
+            if bad:
+                raise ConfigError(key, bad, f"names from {', '.join(ALL_VOTERS)}")
+        if not self.agents:
+            raise ConfigError("strategy.params.agents", self.agents, "at least one agent")
+        missing = [n for n in self.required if n not in self.agents]
+        if missing:
+            raise ConfigError("strategy.params.required", missing,
+                              "agents that are also listed in strategy.params.agents")
+        if not self.quantity.is_finite() or self.quantity <= 0:
+            raise ConfigError("strategy.params.quantity", str(self.quantity), "a positive number")
+        if self.time_budget_us is not None:
+            check_range("strategy.params.time_budget_us", self.time_budget_us, 0, 10_000_000)
+        check_range("strategy.params.fee_bps", self.fee_bps, 0.0, 1000.0)
+
+
+class EnsembleStrategy(Strategy):
+    def __init__(self, engine: DecisionEngine, instrument_id: str, lots: int, bus: Bus,
+                 clock: Clock, ids: IdSource, cache: Cache | None = None,
+                 strategy_id: str = "ensemble", disabled: dict[str, str] | None = None) -> None:
+        super().__init__(strategy_id, instrument_id, bus, clock, ids, cache)
+        self.engine = engine
+        self.lots = lots
+        self.disabled = dict(disabled or {})
+        self._strategic: Any = None
+        self._entry_close = 0.0
+        self._bars_in_pos = 0
+        self._last_sign = 0
+        self._last_source = ""
+        self.errors = 0
+        self.actions = {"SELL": 0, "HOLD": 0, "BUY": 0}
+
+    @property
+    def subscriptions(self) -> list[str]:
+        return [BAR_SPEC]
+
+    def on_start(self, order: int = 50) -> None:
+        super().on_start(order)
+        self.engine.reset()
+        sub = self.bus.subscribe
+        sub(FeatureMatrix, self.on_matrix, name=f"{self.strategy_id}.matrix", order=order)
+        sub(SynergyDetected, self.on_synergy, name=f"{self.strategy_id}.synergy", order=order)
+
+    def on_matrix(self, ev: FeatureMatrix) -> None:
+        if ev.instrument_id != self.instrument_id or not ev.ready:
+            return
+        if ev.kind == "strategic":
+            self._strategic = ev.values
+            self.engine.on_strategic(ev.ts_ns, ev.values,
+                                     float(ev.context.get("volatility_30", 1.0)))
+        elif ev.kind == "tactical":
+            self._decide(ev)
+
+    def on_synergy(self, ev: SynergyDetected) -> None:
+        if ev.instrument_id != self.instrument_id:
+            return
+        kind = ev.synergy_type.rsplit("_", 1)[-1]
+        self.engine.on_synergy(ev.ts_ns, self._strategic, int(kind) if kind.isdigit() else 0,
+                               ev.direction, ev.confidence)
+
+    def _decide(self, ev: FeatureMatrix) -> None:
+        ctx = ev.context
+        close = float(ctx.get("close", float("nan")))
+        atr = float(ctx.get("atr14", 0.0))
+        pos = self.position
+        sign = (pos > 0) - (pos < 0)
+        if sign != self._last_sign:  # a new position (or flat): its entry is this bar's close
+            self._entry_close, self._bars_in_pos = close, 0
+            self._last_sign = sign
+        elif sign:
+            self._bars_in_pos += 1
+        upnl_atr = sign * (close - self._entry_close) / atr if sign and atr > 0 else 0.0
+        try:
+            dec = self.engine.decide(ev.ts_ns, ev.values, self._strategic, close=close,
+                                     position=pos, unrealized_atr=upnl_atr,
+                                     bars_in_position=self._bars_in_pos)
+        except Exception:  # noqa: BLE001 - an engine bug must not stop the session: hold
+            self.errors += 1
+            log.exception("ensemble_decide_failed", bar_id=ev.bar_id)
+            return
+        self.actions[dec.action_name] += 1
+        aim = self._target if self._target is not None else pos
+        if dec.action == BUY:
+            target = 0 if aim < 0 else self.lots
+        elif dec.action == SELL:
+            target = 0 if aim > 0 else -self.lots
+        else:
+            target = aim
+        self._last_source = ev.bar_id
+        self._publish(target, ev.bar_id, dec.reason, dec.confidence, dec.details())
+
+    def _publish(self, target: int, source_id: str, reason: str, confidence: float,
+                 details: dict[str, Any]) -> None:
+        """Strategy.order_towards, but every decision is recorded (with its breakdown), and only
+        a new target leads to orders."""
+        moves = not (target == self._target or (self._target is None and target == self.position
+                                                and not self._in_flight))
+        decision = Decision(event_id=self.ids.next("D"), ts_ns=self.clock.now_ns(),
+                            strategy_id=self.strategy_id, instrument_id=self.instrument_id,
+                            source_id=source_id, target_position=target, confidence=confidence,
+                            reason=reason, details=details)
+        self.decisions += 1
+        self.bus.publish(decision)
+        if moves:
+            self._target = target
+            self._decision_id = decision.event_id
+            self._intent_fields = {}
+            self._act()
+
+    def on_stop(self) -> None:
+        self.flatten(self._last_source or "stop")
+
+    def report(self) -> dict[str, Any]:
+        """For report.json's "strategy" section: agents used / disabled, counters, guard stats."""
+        return {"agents": list(self.engine.names), "disabled": self.disabled,
+                "actions": dict(self.actions), "errors": self.errors, **self.engine.stats()}
+
+
+# ---- plugin interface (daemon/plugins.py)
+
+CONFIG = EnsembleConfig
+
+
+def build(cfg: EnsembleConfig, *, instrument: Instrument, bus: Bus, clock: Clock,
+          ids: IdSource, cache: Cache | None = None,
+          strategy_id: str = "ensemble") -> EnsembleStrategy:
+    try:
+        lots = instrument.qty_to_lots(cfg.quantity)
+    except InstrumentError as exc:
+        raise ConfigError("strategy.params.quantity", str(cfg.quantity), str(exc)) from None
+    if lots <= 0:
+        raise ConfigError("strategy.params.quantity", str(cfg.quantity), "at least one lot")
+    directory = checkpoint_dir(cfg.checkpoint_dir)
+    # The strategic team is loaded even when it does not vote: it sets the regime (spec 4.0).
+    extra = [STRATEGIC] if STRATEGIC not in cfg.agents else []
+    try:
+        loaded, disabled = load_all(cfg.agents, directory, cfg.required, extra=extra)
+    except RegistryError as exc:
+        key = {"required": "strategy.params.required", "unknown": "strategy.params.agents"}.get(
+            exc.reason, "strategy.params.checkpoint_dir")
+        raise ConfigError(key, exc.name, str(exc)) from None
+    budget = cfg.time_budget_us
+    if budget is None:
+        budget = 0 if isinstance(clock, ReplayClock) else DEFAULT_BUDGET_US
+    strategic_team = loaded.get(STRATEGIC)
+    crisis = getattr(strategic_team, "crisis_volatility", None)
+    engine_cfg = EngineConfig(time_budget_us=budget, fee=cfg.fee_bps / 10_000.0,
+                              crisis_volatility=crisis)
+    agents = {n: a for n, a in loaded.items() if n in AGENTS}
+    voters = [n for n in cfg.agents if n in loaded]
+    if not voters:
+        raise ConfigError("strategy.params.agents", cfg.agents,
+                          f"at least one available agent (checkpoints in {directory}); "
+                          f"unavailable: {disabled}")
+    engine = DecisionEngine(agents, voters=voters,
+                            tactical_team=loaded.get(TACTICAL),
+                            strategic_team=strategic_team,
+                            strategic_weights=getattr(strategic_team, "weights",
+                                                      (0.4, 0.35, 0.25)),
+                            cfg=engine_cfg, instrument_id=instrument.id)
+    log.info("ensemble_ready", voters=voters, disabled=sorted(disabled), time_budget_us=budget,
+             checkpoint_dir=str(directory))
+    return EnsembleStrategy(engine, instrument.id, lots, bus, clock, ids, cache, strategy_id,
+                            disabled)
