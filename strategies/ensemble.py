@@ -45,7 +45,7 @@ BAR_SPEC = "5m"  # the tactical matrix's bars (daemon/matrices/stage.py)
 
 
 class EnsembleConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    agents: list[str] = list(ALL_VOTERS)
+    agents: list[str] = msgspec.field(default_factory=lambda: list(ALL_VOTERS))
     required: list[str] = []
     checkpoint_dir: str = ""
     quantity: Decimal = Decimal(1)

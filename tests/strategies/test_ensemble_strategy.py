@@ -1,0 +1,238 @@
+"""The `ensemble` strategy plug-in: config, agent loading rules, bus flow, decision records, replay."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import structlog
+
+from himari.daemon import plugins
+from himari.daemon.bus import Bus
+from himari.daemon.cli import main
+from himari.daemon.clock import LiveClock, ReplayClock
+from himari.daemon.configbase import ConfigError
+from himari.daemon.events import Decision, FeatureMatrix, OrderIntent, SynergyDetected
+from himari.daemon.ids import IdSource
+from himari.daemon.instruments import Instrument
+from himari.daemon.recorder import decision_line
+from himari.decision import registry
+from himari.decision.agent import Vote
+from himari.decision.checkpoint import CheckpointError, CheckpointMissing
+from himari.strategies import ensemble
+from himari.strategies.ensemble import EnsembleConfig
+
+T0 = 1_704_182_400 * 10**9 + 9 * 3600 * 10**9
+BAR = 300 * 10**9
+
+
+class Agent:
+    def __init__(self, name: str, probs=(0.1, 0.2, 0.7)) -> None:
+        self.name, self.probs = name, probs
+
+    def reset(self) -> None:
+        pass
+
+    def act(self, inp):
+        return Vote(probs=self.probs, confidence=max(self.probs))
+
+    def observe(self, inp, action, reward) -> None:
+        pass
+
+
+class Tactical:
+    def probs(self, tactical):
+        return np.array([0, 0, 1.0]), np.array([0, 0, 1.0]), np.array([0, 1.0, 0])
+
+
+class Strategic:
+    weights = (0.4, 0.35, 0.25)
+
+    def probs(self, strategic, context):
+        p = np.array([[0.05, 0.15, 0.8]] * 3)
+        return p, p.max(axis=1)
+
+
+def fake_loaders(monkeypatch, available: dict[str, object], broken: dict[str, Exception] = {}):
+    """Route the registry's import paths to in-test loaders."""
+
+    def resolve(path: str):
+        name = next(n for n, p in {**registry.AGENTS, **registry.TEAMS}.items() if p == path)
+        if name in broken:
+            def fail(*args):
+                raise broken[name]
+            return fail
+        if name not in available:
+            raise ImportError(f"No module named {path.split(':')[0]!r}")
+        obj = available[name]
+        return lambda *args: obj
+
+    monkeypatch.setattr(registry, "resolve", resolve)
+
+
+INST = Instrument(id="X", tick_size=Decimal("0.01"), lot_size=Decimal(1))
+
+
+def build(cfg: EnsembleConfig, clock=None):
+    bus = Bus()
+    strat = ensemble.build(cfg, instrument=INST, bus=bus, clock=clock or ReplayClock(),
+                           ids=IdSource())
+    strat.on_start()
+    decisions: list[Decision] = []
+    intents: list[OrderIntent] = []
+    bus.subscribe(Decision, decisions.append, name="t.d", order=100)
+    bus.subscribe(OrderIntent, intents.append, name="t.i", order=100)
+    return strat, bus, decisions, intents
+
+
+def tm(k: int, ready=True, inst="X", shape=(60, 7)) -> FeatureMatrix:
+    return FeatureMatrix(event_id=f"TM{k}", ts_ns=T0 + k * BAR, instrument_id=inst,
+                         kind="tactical", bar_id=f"B{k}", values=np.zeros(shape, np.float32),
+                         ready=ready, context={"close": 100.0 + k, "atr14": 1.0})
+
+
+def test_registered_as_a_short_name():
+    assert plugins.resolve(plugins.STRATEGIES, "strategy.name", "ensemble") is ensemble
+
+
+@pytest.mark.parametrize("kw,key", [
+    ({"agents": ["nope"]}, "strategy.params.agents"),
+    ({"agents": []}, "strategy.params.agents"),
+    ({"agents": ["cql"], "required": ["sac"]}, "strategy.params.required"),
+    ({"quantity": Decimal(0)}, "strategy.params.quantity"),
+    ({"time_budget_us": -1}, "strategy.params.time_budget_us"),
+])
+def test_config_errors_name_the_key(kw, key):
+    with pytest.raises(ConfigError) as err:
+        EnsembleConfig(**kw)
+    assert err.value.key == key
+
+
+def test_missing_agents_are_disabled_required_ones_refused(monkeypatch):
+    fake_loaders(monkeypatch, {"cql": Agent("cql")},
+                 broken={"sac": CheckpointMissing("checkpoint 'sac' not found")})
+    strat, *_ = build(EnsembleConfig())
+    assert strat.engine.names == ("cql",)
+    assert set(strat.disabled) == {"cgdt", "ppo_lstm", "sac", "tactical", "strategic"}
+    with pytest.raises(ConfigError) as err:
+        build(EnsembleConfig(required=["sac"]))
+    assert err.value.key == "strategy.params.required" and "not found" in str(err.value)
+    fake_loaders(monkeypatch, {})
+    with pytest.raises(ConfigError, match="at least one available agent"):
+        build(EnsembleConfig(agents=["cql"]))
+
+
+def test_a_wrong_layout_checkpoint_refuses_to_start(monkeypatch):
+    fake_loaders(monkeypatch, {"cql": Agent("cql")},
+                 broken={"sac": CheckpointError("layout_version='old'")})
+    with pytest.raises(ConfigError) as err:
+        build(EnsembleConfig(agents=["cql", "sac"]))
+    assert err.value.key == "strategy.params.checkpoint_dir" and "layout_version" in str(err.value)
+
+
+def test_time_budget_off_in_replay_on_in_paper(monkeypatch):
+    fake_loaders(monkeypatch, {"cql": Agent("cql")})
+    strat, *_ = build(EnsembleConfig(agents=["cql"]))
+    assert strat.engine.cfg.time_budget_us == 0
+    strat, *_ = build(EnsembleConfig(agents=["cql"]), clock=LiveClock())
+    assert strat.engine.cfg.time_budget_us == 500
+    strat, *_ = build(EnsembleConfig(agents=["cql"], time_budget_us=50), clock=LiveClock())
+    assert strat.engine.cfg.time_budget_us == 50
+
+
+def test_every_ready_bar_is_a_recorded_decision_orders_only_on_new_targets(monkeypatch):
+    buy = Agent("cql")
+    fake_loaders(monkeypatch, {"cql": buy})
+    strat, bus, decisions, intents = build(EnsembleConfig(agents=["cql"], quantity=Decimal(2)))
+    bus.publish(tm(0, ready=False))
+    bus.publish(tm(0, inst="Y"))
+    assert decisions == []
+    bus.publish(tm(1))
+    assert len(decisions) == 1 and decisions[0].target_position == 2
+    assert len(intents) == 1 and intents[0].side == 1 and intents[0].quantity == 2
+    assert intents[0].decision_id == decisions[0].event_id
+    d = decisions[0].details
+    assert d["agents"][0]["name"] == "cql" and d["agents"][0]["vote"] == "BUY"
+    assert {"disagreement", "scale", "abstained", "regime", "target_sharpe"} <= set(d)
+    bus.publish(tm(2))  # BUY again: recorded, no new order
+    assert len(decisions) == 2 and len(intents) == 1
+    # the record has agents / disagreement / scale at the top level
+    rec = json.loads(decision_line(decisions[0]))
+    assert rec["type"] == "Decision" and rec["agents"][0]["weight"] == 1.0
+    assert "disagreement" in rec and "scale" in rec and "details" not in rec
+
+
+def test_opposite_action_closes_then_opens_hold_keeps(monkeypatch):
+    agent = Agent("cql")
+    fake_loaders(monkeypatch, {"cql": agent})
+    strat, bus, decisions, intents = build(EnsembleConfig(agents=["cql"]))
+    strat.position = 1  # as if long already
+    agent.probs = (0.7, 0.2, 0.1)
+    bus.publish(tm(1))
+    assert decisions[-1].target_position == 0  # SELL while long closes, no reversal
+    strat._target, strat._in_flight, strat.position = None, {}, 0
+    bus.publish(tm(2))
+    assert decisions[-1].target_position == -1  # SELL while flat opens short
+    strat._target, strat._in_flight, strat.position = None, {}, -1
+    agent.probs = (0.2, 0.6, 0.2)
+    n = len(intents)
+    bus.publish(tm(3))
+    assert decisions[-1].target_position == -1 and len(intents) == n  # HOLD keeps
+
+
+def test_synergy_gives_the_tactical_team_a_vote(monkeypatch):
+    fake_loaders(monkeypatch, {"cql": Agent("cql", (0.3, 0.4, 0.3)), "tactical": Tactical(),
+                               "strategic": Strategic()})
+    strat, bus, decisions, _ = build(EnsembleConfig(agents=["cql", "tactical", "strategic"]))
+    sm = FeatureMatrix(event_id="SM1", ts_ns=T0, instrument_id="X", kind="strategic",
+                       bar_id="B30", values=np.zeros((48, 13), np.float32), ready=True,
+                       context={"volatility_30": 1.0})
+    bus.publish(sm)
+    bus.publish(SynergyDetected(event_id="SY1", ts_ns=T0, instrument_id="X",
+                                synergy_type="TYPE_2", direction=1, confidence=0.9,
+                                synergy_strength=1.0, signal_sequence=[], metadata={},
+                                market_context={}, tactical_matrix_id="TM0",
+                                strategic_matrix_id="SM1"))
+    bus.publish(tm(1))
+    rows = {r["name"]: r for r in decisions[-1].details["agents"]}
+    assert rows["tactical"]["status"] == "ok" and rows["tactical"]["vote"] == "BUY"
+    assert decisions[-1].details["tactical"]["execute"] is True
+    assert decisions[-1].details["strategic"]["dominant_signal"] == "consensus"
+    assert strat.report()["synergies_accepted"] == 1
+
+
+def test_a_wrong_shape_matrix_decides_neutral_without_crashing(monkeypatch):
+    fake_loaders(monkeypatch, {"cql": Agent("cql")})
+    strat, bus, decisions, intents = build(EnsembleConfig(agents=["cql"]))
+    bus.publish(tm(1, shape=(30, 7)))
+    assert decisions[-1].target_position == 0 and "shape (30, 7)" in decisions[-1].reason
+    assert intents == [] and strat.report()["invalid_tactical"] == 1
+
+
+@pytest.fixture
+def _restore_logging():
+    yield
+    structlog.reset_defaults()
+
+
+def test_replay_with_the_ensemble_records_agents_and_reports_them(monkeypatch, tmp_path: Path,
+                                                                  _restore_logging):
+    fake_loaders(monkeypatch, {"cql": Agent("cql", (0.3, 0.3, 0.4)),
+                               "sac": Agent("sac", (0.4, 0.3, 0.3))})
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[feed.synthetic]\nn_ticks = 200000\n[strategy]\nname = "ensemble"\n'
+                   '[strategy.params]\nagents = ["cql", "sac"]\n[log]\nlevel = "warning"\n')
+    out = tmp_path / "out"
+    assert main(["replay", "--config", str(cfg), "--out", str(out), "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["strategy"]["name"] == "ensemble"
+    det = report["strategy"]["details"][0]
+    assert det["agents"] == ["cql", "sac"] and det["guards"]["cql"]["ok"] > 0
+    recs = [json.loads(line) for line in (out / "decisions.jsonl").read_text().splitlines()]
+    decs = [r for r in recs if r["type"] == "Decision" and "agents" in r]
+    assert decs and det["decisions"] == len(decs)
+    assert {a["name"] for a in decs[0]["agents"]} == {"cql", "sac"}
+    assert all("disagreement" in r and "scale" in r for r in decs)
