@@ -33,13 +33,21 @@ from himari.decision.aggregate import (STRATEGIC_INITIAL_WEIGHTS, StrategicResul
 from himari.decision.features_rt import fill_vector, new_vector, time_features
 from himari.decision.guard import (BENCH_AFTER, COOLDOWN_NS, AgentGuard, InputError, check_matrix,
                                    check_probs)
-from himari.decision.layout import (ACTIONS, CRISIS, DEFAULT_REGIME, HOLD, REGIMES,
+from himari.decision.layout import (ACTIONS, BUY, CRISIS, DEFAULT_REGIME, HOLD, REGIMES, SELL,
                                     STRATEGIC_COLS, STRATEGIC_ROWS, TACTICAL_COLS, TACTICAL_ROWS)
 from himari.decision.voting import SharpeVoting, target_sharpe
 
 TACTICAL, STRATEGIC = "tactical", "strategic"
 _OK, _SKIPPED, _BENCHED, _FAILED, _TIMEOUT = 0, 1, 2, 3, 4
 STATUS = ("ok", "skipped", "benched", "failed", "timeout")
+_ENSEMBLE_REASON = tuple(f"ensemble {a}" for a in ACTIONS)
+
+
+def _argmax3(p: list[float]) -> int:
+    """argmax of a 3-way distribution, ties to HOLD."""
+    if p[1] >= p[0] and p[1] >= p[2]:
+        return HOLD
+    return SELL if p[0] > p[2] else BUY
 
 
 class TacticalTeamLike(Protocol):
@@ -91,23 +99,21 @@ class EnsembleDecision:
 
     def agents(self) -> list[dict[str, Any]]:
         out = []
-        for i, name in enumerate(self._names):
-            st = int(self._status[i])
-            p = self._probs[i]
-            out.append({"name": name,
-                        "vote": ACTIONS[int(np.argmax(p))] if st == _OK else None,
-                        "probs": [round(float(v), 6) for v in p] if st == _OK else None,
-                        "confidence": round(float(self._conf[i]), 6) if st == _OK else None,
-                        "weight": round(float(self._weights[i]), 6),
-                        "latency_us": round(float(self._lat[i]) / 1000.0, 1),
-                        "status": STATUS[st]})
+        for name, p, conf, w, lat, st in zip(self._names, self._probs, self._conf, self._weights,
+                                             self._lat, self._status):
+            if st == _OK:
+                out.append({"name": name, "vote": ACTIONS[_argmax3(p)], "probs": p, "confidence": conf,
+                            "weight": w, "latency_us": lat // 1000, "status": "ok"})
+            else:
+                out.append({"name": name, "vote": None, "probs": None, "confidence": None,
+                            "weight": 0.0, "latency_us": lat // 1000, "status": STATUS[st]})
         return out
 
     def details(self) -> dict[str, Any]:
         d: dict[str, Any] = {
             "action": self.action_name, "agents": self.agents(),
-            "disagreement": round(self.disagreement, 6), "scale": round(self.scale, 6),
-            "base_confidence": round(self.base_confidence, 6), "abstained": self.abstained,
+            "disagreement": self.disagreement, "scale": self.scale,
+            "base_confidence": self.base_confidence, "abstained": self.abstained,
             "regime": REGIMES[self.regime], "target_sharpe": self.target_sharpe}
         if self.tactical is not None:
             t = self.tactical
@@ -160,12 +166,8 @@ class DecisionEngine:
                             STRATEGIC: AgentGuard(STRATEGIC, 0, c.bench_after, c.cooldown_ns)}
         self.voting = SharpeVoting(self.names, fee=c.fee)
         self.feature_fn = feature_fn or fill_vector
-        self._probs = np.zeros((n, 3))
-        self._conf = np.zeros(n)
-        self._lat = np.zeros(n)
-        self._status = np.zeros(n, dtype=np.int8)
-        self._present = np.zeros(n)
-        self._argmax = np.zeros(n, dtype=np.int64)
+        self._n = n
+        self._zero3 = [0.0, 0.0, 0.0]
         self.counters = {"decisions": 0, "invalid_tactical": 0, "invalid_strategic": 0,
                          "abstained": 0, "no_voters": 0, "synergies_accepted": 0,
                          "synergies_ignored": 0, "go_aheads": 0, "observe_errors": 0}
@@ -180,6 +182,8 @@ class DecisionEngine:
         self._go_synergy = (0, 0)  # type, direction
         self._go_left = 0
         self._vol30 = 1.0
+        self._strat_seen: Any = None
+        self._strat_ok: np.ndarray | None = None
         self._prev_inp: AgentInput | None = None
         self._prev_action = HOLD
         self._prev_close: float | None = None
@@ -251,8 +255,20 @@ class DecisionEngine:
             return CRISIS
         res = self._strategic_result
         if res is not None and res.confidence > 0.65:
-            return int(np.argmax(res.probs)) + 1  # SELL -> bearish, HOLD -> neutral, BUY -> bullish
+            return _argmax3(res.probs) + 1  # SELL -> bearish, HOLD -> neutral, BUY -> bullish
         return DEFAULT_REGIME
+
+    def _check_strategic(self, strategic: Any) -> np.ndarray | None:
+        """The strategic matrix checked once per matrix object (it changes every 6 bars)."""
+        if strategic is self._strat_seen:
+            return self._strat_ok
+        self._strat_seen = strategic
+        try:
+            self._strat_ok = check_matrix(strategic, STRATEGIC_ROWS, STRATEGIC_COLS, STRATEGIC)
+        except InputError:
+            self.counters["invalid_strategic"] += 1
+            self._strat_ok = None
+        return self._strat_ok
 
     def decide(self, ts_ns: int, tactical: Any, strategic: Any = None, *, close: float = math.nan,
                position: int = 0, unrealized_atr: float = 0.0, bars_in_position: int = 0,
@@ -262,22 +278,22 @@ class DecisionEngine:
         self.counters["decisions"] += 1
         regime = self.regime()
         sharpe = target_sharpe(regime, target_sharpe_override)
-        self._status[:] = _SKIPPED
-        self._present[:] = 0.0
-        self._lat[:] = 0.0
-        self._conf[:] = 0.0
-        self._probs[:] = 0.0
+        dec = EnsembleDecision(HOLD, 0.5, "", regime, sharpe)
+        n = self._n
+        # Fresh per decision (the decision owns its breakdown): plain lists, a few voters.
+        dec._names = self.names
+        dec._probs = probs = [self._zero3] * n
+        dec._conf = conf = [0.0] * n
+        dec._lat = lat = [0] * n
+        dec._status = status = [_SKIPPED] * n
+        dec._weights = [0.0] * n
         try:
             tac = check_matrix(tactical, TACTICAL_ROWS, TACTICAL_COLS, TACTICAL)
         except InputError as exc:
             self.counters["invalid_tactical"] += 1
-            return self._finish(EnsembleDecision(HOLD, 0.5, f"neutral: {exc}", regime, sharpe))
-        strat: np.ndarray | None = None
-        if strategic is not None:
-            try:
-                strat = check_matrix(strategic, STRATEGIC_ROWS, STRATEGIC_COLS, STRATEGIC)
-            except InputError:
-                self.counters["invalid_strategic"] += 1
+            dec.reason = f"neutral: {exc}"
+            return dec
+        strat = self._check_strategic(strategic) if strategic is not None else None
         self._step_rewards(ts_ns, close, position)
 
         x = new_vector()  # fresh per bar: sequence agents may keep the previous input
@@ -286,43 +302,44 @@ class DecisionEngine:
         inp = AgentInput(ts_ns=ts_ns, instrument_id=self.instrument_id, x=x, tactical=tac,
                          strategic=strat, regime=regime, target_sharpe=sharpe, position=position)
         perf = time.perf_counter_ns
+        guards = self.guards
         for i, agent in enumerate(self._agent_list):
             if agent is None:
                 continue
-            guard = self.guards[i]
+            guard = guards[i]
             if not guard.available(ts_ns):
-                self._status[i] = _BENCHED
+                status[i] = _BENCHED
                 continue
             t0 = perf()
             try:
                 vote = agent.act(inp)
-                check_probs(vote.probs, self._probs[i])
-                conf = float(vote.confidence)
-                if not math.isfinite(conf):
-                    raise ValueError(f"confidence {conf!r}")
+                p = check_probs(vote.probs)
+                c = float(vote.confidence)
+                if not math.isfinite(c):
+                    raise ValueError(f"confidence {c!r}")
             except Exception as exc:  # noqa: BLE001 - one agent's failure is not the ensemble's
-                self._lat[i] = perf() - t0
+                lat[i] = perf() - t0
                 guard.failure(ts_ns, f"{type(exc).__name__}: {exc}")
-                self._status[i] = _FAILED
+                status[i] = _FAILED
                 continue
-            elapsed = perf() - t0
-            self._lat[i] = elapsed
+            elapsed = lat[i] = perf() - t0
             if guard.over_budget(elapsed):
                 guard.failure(ts_ns, f"took {elapsed // 1000} us", timeout=True)
-                self._status[i] = _TIMEOUT
+                status[i] = _TIMEOUT
                 continue
             guard.success()
-            self._conf[i] = min(max(conf, 0.0), 1.0)
-            self._status[i] = _OK
-            self._present[i] = 1.0
+            probs[i] = p
+            conf[i] = min(max(c, 0.0), 1.0)
+            status[i] = _OK
 
-        dec = EnsembleDecision(HOLD, 0.5, "", regime, sharpe)
         self._team_votes(ts_ns, tac, dec)
-        if self._present.sum() == 0:
+        present = [st == _OK for st in status]
+        if not any(present):
             self.counters["no_voters"] += 1
             dec.reason = "neutral: no voter available"
         else:
-            comb = self.voting.combine(self._probs, self._present)
+            comb = self.voting.combine(probs, present)
+            dec._weights = comb.weights
             dec.action, dec.confidence = comb.action, comb.confidence
             dec.base_confidence, dec.disagreement = comb.base_confidence, comb.disagreement
             dec.scale, dec.abstained = comb.scale, comb.abstained
@@ -330,11 +347,10 @@ class DecisionEngine:
                 self.counters["abstained"] += 1
                 dec.reason = f"abstain: disagreement {comb.disagreement:.2f}"
             else:
-                dec.reason = f"ensemble {ACTIONS[comb.action]}"
-            np.argmax(self._probs, axis=1, out=self._argmax)
-            self.voting.record_votes(self._argmax, self._present)
+                dec.reason = _ENSEMBLE_REASON[comb.action]
+            self.voting.record_votes([_argmax3(p) for p in probs], present)
         self._prev_inp, self._prev_action = inp, dec.action
-        return self._finish(dec, self.voting._out.weights if self._present.sum() else None)
+        return dec
 
     def _team_votes(self, ts_ns: int, tac: np.ndarray, dec: EnsembleDecision) -> None:
         go = self._go_ahead if self._go_left > 0 else None
@@ -343,17 +359,16 @@ class DecisionEngine:
         dec.strategic = go
         i = self._idx_str
         if go is not None and i >= 0:
-            self._probs[i] = go.probs
-            self._conf[i] = go.confidence
-            self._status[i] = _OK
-            self._present[i] = 1.0
+            dec._probs[i] = list(go.probs)
+            dec._conf[i] = go.confidence
+            dec._status[i] = _OK
         i = self._idx_tac
         if go is None or not go.should_proceed or self.tactical_team is None:
             return
         guard = self.team_guards[TACTICAL]
         if not guard.available(ts_ns):
             if i >= 0:
-                self._status[i] = _BENCHED
+                dec._status[i] = _BENCHED
             return
         t0 = time.perf_counter_ns()
         try:
@@ -364,17 +379,16 @@ class DecisionEngine:
         except Exception as exc:  # noqa: BLE001
             guard.failure(ts_ns, f"{type(exc).__name__}: {exc}")
             if i >= 0:
-                self._status[i] = _FAILED
-                self._lat[i] = time.perf_counter_ns() - t0
+                dec._status[i] = _FAILED
+                dec._lat[i] = time.perf_counter_ns() - t0
             return
         guard.success()
         dec.tactical = res
         if i >= 0:
-            self._lat[i] = time.perf_counter_ns() - t0
-            self._probs[i] = res.vote_probs()
-            self._conf[i] = res.confidence
-            self._status[i] = _OK
-            self._present[i] = 1.0
+            dec._lat[i] = time.perf_counter_ns() - t0
+            dec._probs[i] = list(res.vote_probs())
+            dec._conf[i] = res.confidence
+            dec._status[i] = _OK
 
     def _step_rewards(self, ts_ns: int, close: float, position: int) -> None:
         """D7's shadow returns, then the ensemble's own r~ of the step that just closed (held
@@ -396,13 +410,6 @@ class DecisionEngine:
                 agent.observe(prev, self._prev_action, reward)
             except Exception:  # noqa: BLE001 - history bookkeeping must not stop the decision
                 self.counters["observe_errors"] += 1
-
-    def _finish(self, dec: EnsembleDecision, weights: np.ndarray | None = None) -> EnsembleDecision:
-        dec._names = self.names
-        dec._probs, dec._conf, dec._lat, dec._status = self._probs, self._conf, self._lat, \
-            self._status
-        dec._weights = weights if weights is not None else np.zeros(len(self.names))
-        return dec
 
     # ---- report
 

@@ -46,23 +46,24 @@ def check_matrix(values: Any, rows: int, cols: int, name: str) -> np.ndarray:
             arr = arr.astype(np.float32)
         except (TypeError, ValueError):
             raise InputError(f"{name} matrix has dtype {arr.dtype}, expected float32") from None
-    if not np.isfinite(arr).all():
+    top = float(np.abs(arr).max())  # NaN and inf propagate: one pass checks both
+    if not math.isfinite(top):
         bad = int(arr.size - np.isfinite(arr).sum())
         raise InputError(f"{name} matrix has {bad} non-finite value(s)")
-    if np.abs(arr).max(initial=0.0) > CLIP:
+    if top > CLIP:
         arr = np.clip(arr, -CLIP, CLIP)
     return arr
 
 
-def check_probs(probs: Any, out: np.ndarray) -> None:
-    """Write a valid 3-way distribution into `out`, or raise ValueError (counted as a failure)."""
+def check_probs(probs: Any) -> list[float]:
+    """A valid 3-way distribution (renormalised), or ValueError (counted as a failure)."""
     if len(probs) != 3:
         raise ValueError(f"vote has {len(probs)} probabilities, expected 3")
     p0, p1, p2 = float(probs[0]), float(probs[1]), float(probs[2])
     total = p0 + p1 + p2
     if not (math.isfinite(total) and total > 0.0) or min(p0, p1, p2) < 0.0:
         raise ValueError(f"vote probabilities {probs!r} are not a distribution")
-    out[0], out[1], out[2] = p0 / total, p1 / total, p2 / total
+    return [p0 / total, p1 / total, p2 / total]
 
 
 class AgentGuard:

@@ -14,12 +14,14 @@ D8: s_i = p_i(BUY) - p_i(SELL); D = sum_i w_i (s_i - sbar)^2 with sbar = sum_i w
 scale(D) = 1 below 0.2, 0.25 above 0.7, linear in between; abstain (HOLD at 0.5) iff D >= 0.5 and
 the scaled confidence < 0.4.
 
-Everything here is preallocated numpy over a fixed voter list, so one decision costs a few us.
+The per-bar work is plain Python over a handful of floats (numpy only for the daily update):
+with 3 actions and ~6 voters that is several times cheaper than numpy calls.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -54,12 +56,12 @@ def scale_for(d: float) -> float:
     return 1.0 - 0.75 * (d - 0.2) / 0.5
 
 
-def disagreement(probs: np.ndarray, weights: np.ndarray) -> float:
+def disagreement(probs: Any, weights: Any) -> float:
     """D8's weighted variance of s_i = p_i(BUY) - p_i(SELL); `weights` sum to 1."""
-    s = probs[:, BUY] - probs[:, SELL]
-    sbar = float(weights @ s)
-    dev = s - sbar
-    return float(weights @ (dev * dev))
+    s = [float(p[BUY]) - float(p[SELL]) for p in probs]
+    w = [float(x) for x in weights]
+    sbar = sum(wi * si for wi, si in zip(w, s))
+    return sum(wi * (si - sbar) * (si - sbar) for wi, si in zip(w, s))
 
 
 def shadow_target(position: int, action: int) -> int:
@@ -72,14 +74,15 @@ def shadow_target(position: int, action: int) -> int:
 
 
 class Combined:
-    """The result of one vote (reused object: read it before the next `combine`)."""
+    """The result of one vote, as plain floats (3 actions and a handful of voters: plain Python
+    beats numpy's per-call overhead here)."""
 
     __slots__ = ("probs", "action", "base_confidence", "disagreement", "scale", "confidence",
                  "abstained", "weights")
 
     def __init__(self, n: int) -> None:
-        self.probs = np.zeros(3)
-        self.weights = np.zeros(n)
+        self.probs = [0.0, 1.0, 0.0]
+        self.weights = [0.0] * n
         self.action = HOLD
         self.base_confidence = 0.0
         self.disagreement = 0.0
@@ -96,9 +99,9 @@ class SharpeVoting:
         n = len(self.names)
         self.fee = float(fee)
         self.weights = np.full(n, 1.0 / n) if n else np.zeros(0)
-        self.shadow = np.zeros(n, dtype=np.int64)
-        self._prev_shadow = np.zeros(n, dtype=np.int64)
-        self._day_sum = np.zeros(n)
+        self.shadow = [0] * n
+        self._prev_shadow = [0] * n
+        self._day_sum = [0.0] * n
         self._daily = np.zeros((WINDOW_DAYS, n))  # ring of the last 30 daily sums
         self.days = 0                              # completed days seen (ring fill = min(days, 30))
         self._day: int | None = None
@@ -108,8 +111,6 @@ class SharpeVoting:
         self._alpha = 2.0 / (SIGMA_SPAN + 1)
         self.sharpe = np.zeros(n)
         self.updates = 0
-        self._out = Combined(n)
-        self._p = np.zeros((n, 3))
 
     def reset(self) -> None:
         self.__init__(self.names, self.fee)  # type: ignore[misc]
@@ -118,16 +119,19 @@ class SharpeVoting:
 
     def on_bar(self, ts_ns: int, close: float) -> None:
         """Credit each shadow position with the step that just closed, roll the UTC day."""
-        if self._close is not None and self._close > 0 and math.isfinite(close) and close > 0:
+        ok = math.isfinite(close) and close > 0
+        shadow, prev = self.shadow, self._prev_shadow
+        if self._close is not None and ok:
             ret = (close - self._close) / self._close
             sigma = self._sigma()
-            if sigma is not None and sigma > 0:
-                turnover = np.abs(self.shadow - self._prev_shadow)
-                self._day_sum += (self.shadow * ret - self.fee * turnover) / sigma
+            if sigma:
+                fee, day_sum = self.fee, self._day_sum
+                for i in range(len(shadow)):
+                    day_sum[i] += (shadow[i] * ret - fee * abs(shadow[i] - prev[i])) / sigma
             self._update_sigma(ret)
-        if math.isfinite(close) and close > 0:
+        if ok:
             self._close = close
-        self._prev_shadow[:] = self.shadow
+        prev[:] = shadow
         day = ts_ns // NS_PER_DAY
         if self._day is None:
             self._day = day
@@ -135,11 +139,12 @@ class SharpeVoting:
             self._close_day()
             self._day = day
 
-    def record_votes(self, actions: np.ndarray, present: np.ndarray) -> None:
+    def record_votes(self, actions: Any, present: Any) -> None:
         """Move each present voter's shadow position by its own argmax (absent voters keep)."""
-        for i in range(len(self.names)):
+        shadow = self.shadow
+        for i in range(len(shadow)):
             if present[i]:
-                self.shadow[i] = shadow_target(int(self.shadow[i]), int(actions[i]))
+                shadow[i] = shadow_target(shadow[i], int(actions[i]))
 
     def _sigma(self) -> float | None:
         return None if self._ew_var is None else math.sqrt(self._ew_var)
@@ -156,7 +161,7 @@ class SharpeVoting:
     def _close_day(self) -> None:
         self._daily[self.days % WINDOW_DAYS] = self._day_sum
         self.days += 1
-        self._day_sum[:] = 0.0
+        self._day_sum = [0.0] * len(self.names)
         self.update_weights()
 
     def update_weights(self) -> None:
@@ -181,29 +186,35 @@ class SharpeVoting:
 
     # ---- D7 vote + D8
 
-    def combine(self, probs: np.ndarray, present: np.ndarray) -> Combined:
-        """Weighted vote over the present voters (rows of `probs` in `names` order)."""
-        out = self._out
-        w = out.weights
-        np.multiply(self.weights, present, out=w)
-        total = w.sum()
+    def combine(self, probs: Any, present: Any) -> Combined:
+        """Weighted vote over the present voters (rows of `probs` in `names` order); a new
+        `Combined` per call."""
+        if isinstance(probs, np.ndarray):
+            probs = probs.tolist()
+        out = Combined(len(self.names))
+        w = [wi if pi else 0.0 for wi, pi in zip(self.weights.tolist(), present)]
+        total = sum(w)
         if total <= 0.0:
-            m = present.sum()
+            m = sum(1 for pi in present if pi)
             if m == 0:
-                out.probs[:] = (0.0, 1.0, 0.0)
-                out.action, out.base_confidence = HOLD, 0.0
-                out.disagreement, out.scale, out.confidence = 0.0, 1.0, 0.0
-                out.abstained = False
-                return out
-            w[:] = present / m  # every present voter's weight was 0: equal over them
+                return out  # nobody voted: HOLD at confidence 0
+            w = [1.0 / m if pi else 0.0 for pi in present]  # every weight was 0: equal
         else:
-            w /= total
-        np.dot(w, probs, out=out.probs)
-        p = out.probs
-        best = int(np.argmax(p))
-        if p[HOLD] == p[best] or p[SELL] == p[BUY] == p[best]:
+            w = [wi / total for wi in w]
+        out.weights = w
+        p0 = p1 = p2 = 0.0
+        for wi, p in zip(w, probs):
+            if wi:
+                p0 += wi * p[0]
+                p1 += wi * p[1]
+                p2 += wi * p[2]
+        out.probs = p = [p0, p1, p2]
+        top = max(p)
+        if p1 == top or p0 == p2 == top:
             best = HOLD  # ties go to HOLD, as in the tactical aggregation
-        base = float(p[best])
+        else:
+            best = SELL if p0 == top else BUY
+        base = p[best]
         d = disagreement(probs, w)
         scale = scale_for(d)
         conf = base * scale

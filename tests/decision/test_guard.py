@@ -39,12 +39,10 @@ def test_check_matrix_clips_extremes():
 
 
 def test_check_probs_normalises_and_refuses_garbage():
-    out = np.zeros(3)
-    check_probs((1.0, 1.0, 2.0), out)
-    assert out == pytest.approx([0.25, 0.25, 0.5])
+    assert check_probs((1.0, 1.0, 2.0)) == pytest.approx([0.25, 0.25, 0.5])
     for bad in ((np.nan, 0.5, 0.5), (0.0, 0.0, 0.0), (-0.1, 0.6, 0.5), (0.5, 0.5)):
         with pytest.raises(ValueError):
-            check_probs(bad, out)
+            check_probs(bad)
 
 
 def test_five_consecutive_failures_bench_for_ten_minutes_of_event_time():
