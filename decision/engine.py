@@ -168,6 +168,8 @@ class DecisionEngine:
         self.feature_fn = feature_fn or fill_vector
         self._n = n
         self._zero3 = [0.0, 0.0, 0.0]
+        self._p = np.zeros((n, 3))   # the vote's inputs, reused (the breakdown keeps lists)
+        self._m = np.zeros(n)
         self.counters = {"decisions": 0, "invalid_tactical": 0, "invalid_strategic": 0,
                          "abstained": 0, "no_voters": 0, "synergies_accepted": 0,
                          "synergies_ignored": 0, "go_aheads": 0, "observe_errors": 0}
@@ -333,12 +335,20 @@ class DecisionEngine:
             status[i] = _OK
 
         self._team_votes(ts_ns, tac, dec)
-        present = [st == _OK for st in status]
-        if not any(present):
+        pa, m = self._p, self._m
+        voters = 0
+        for i in range(n):
+            if status[i] == _OK:
+                voters += 1
+                m[i] = 1.0
+                pa[i, 0], pa[i, 1], pa[i, 2] = probs[i]
+            else:
+                m[i] = 0.0
+        if not voters:
             self.counters["no_voters"] += 1
             dec.reason = "neutral: no voter available"
         else:
-            comb = self.voting.combine(probs, present)
+            comb = self.voting.combine_arrays(pa, m)
             dec._weights = comb.weights
             dec.action, dec.confidence = comb.action, comb.confidence
             dec.base_confidence, dec.disagreement = comb.base_confidence, comb.disagreement
@@ -348,7 +358,7 @@ class DecisionEngine:
                 dec.reason = f"abstain: disagreement {comb.disagreement:.2f}"
             else:
                 dec.reason = _ENSEMBLE_REASON[comb.action]
-            self.voting.record_votes([_argmax3(p) for p in probs], present)
+            self.voting.record_votes([_argmax3(p) for p in probs], m)
         self._prev_inp, self._prev_action = inp, dec.action
         return dec
 

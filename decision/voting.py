@@ -24,6 +24,7 @@ import math
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from himari.decision.layout import BUY, DEFAULT_REGIME, HOLD, SELL, TARGET_SHARPE
 
@@ -111,6 +112,7 @@ class SharpeVoting:
         self._alpha = 2.0 / (SIGMA_SPAN + 1)
         self.sharpe = np.zeros(n)
         self.updates = 0
+        self._w = np.zeros(n)
 
     def reset(self) -> None:
         self.__init__(self.names, self.fee)  # type: ignore[misc]
@@ -181,46 +183,77 @@ class SharpeVoting:
             raw = np.maximum(self.sharpe, 0.0)
             total = raw.sum()
             target = raw / total if total > 0 else np.full(n, 1.0 / n)
-        self.weights = SMOOTHING * self.weights + (1 - SMOOTHING) * target
+        self.weights = np.asarray(SMOOTHING * self.weights + (1 - SMOOTHING) * target,
+                                  dtype=np.float64)
         self.updates += 1
 
     # ---- D7 vote + D8
 
     def combine(self, probs: Any, present: Any) -> Combined:
-        """Weighted vote over the present voters (rows of `probs` in `names` order); a new
-        `Combined` per call."""
-        if isinstance(probs, np.ndarray):
-            probs = probs.tolist()
+        """Weighted vote over the present voters (rows of `probs` in `names` order). `probs`
+        (n, 3) and `present` (n,) may be numpy or sequences; `combine_arrays` is the hot path."""
+        n = len(self.names)
+        return self.combine_arrays(np.asarray(probs, dtype=np.float64).reshape(n, 3),
+                                   np.asarray(present, dtype=np.float64).reshape(n))
+
+    def combine_arrays(self, p: np.ndarray, present: np.ndarray) -> Combined:
+        """`p` float64 (n, 3), `present` float64 (n,) of 0 / 1; a new `Combined` per call."""
         out = Combined(len(self.names))
-        w = [wi if pi else 0.0 for wi, pi in zip(self.weights.tolist(), present)]
-        total = sum(w)
-        if total <= 0.0:
-            m = sum(1 for pi in present if pi)
-            if m == 0:
-                return out  # nobody voted: HOLD at confidence 0
-            w = [1.0 / m if pi else 0.0 for pi in present]  # every weight was 0: equal
-        else:
-            w = [wi / total for wi in w]
-        out.weights = w
-        p0 = p1 = p2 = 0.0
-        for wi, p in zip(w, probs):
-            if wi:
-                p0 += wi * p[0]
-                p1 += wi * p[1]
-                p2 += wi * p[2]
-        out.probs = p = [p0, p1, p2]
-        top = max(p)
-        if p1 == top or p0 == p2 == top:
-            best = HOLD  # ties go to HOLD, as in the tactical aggregation
-        else:
-            best = SELL if p0 == top else BUY
-        base = p[best]
-        d = disagreement(probs, w)
-        scale = scale_for(d)
-        conf = base * scale
-        out.disagreement, out.scale, out.base_confidence = d, scale, base
-        if d >= ABSTAIN_D and conf < ABSTAIN_CONF:
-            out.action, out.confidence, out.abstained = HOLD, ABSTAIN_CONFIDENCE, True
-        else:
-            out.action, out.confidence, out.abstained = best, conf, False
+        w = self._w
+        res = _combine(p, present, self.weights, w)
+        if res[0] < 0:
+            return out  # nobody voted: HOLD at confidence 0
+        out.action = res[0]
+        out.base_confidence, out.disagreement, out.scale, out.confidence = res[1:5]
+        out.abstained = res[5]
+        out.probs = [res[6], res[7], res[8]]
+        out.weights = w.tolist()
         return out
+
+
+@njit(cache=True)
+def _combine(p: np.ndarray, present: np.ndarray, weights: np.ndarray,
+             w: np.ndarray) -> tuple[int, float, float, float, float, bool, float, float, float]:
+    """D7 renormalised vote + D8 in one pass (see the module docstring); action -1: no voter."""
+    n = p.shape[0]
+    total = 0.0
+    m = 0.0
+    for i in range(n):
+        w[i] = weights[i] * present[i]
+        total += w[i]
+        m += present[i]
+    if m == 0.0:
+        for i in range(n):
+            w[i] = 0.0
+        return -1, 0.0, 0.0, 1.0, 0.0, False, 0.0, 1.0, 0.0
+    for i in range(n):
+        w[i] = w[i] / total if total > 0.0 else present[i] / m
+    p0 = p1 = p2 = 0.0
+    sbar = 0.0
+    for i in range(n):
+        p0 += w[i] * p[i, 0]
+        p1 += w[i] * p[i, 1]
+        p2 += w[i] * p[i, 2]
+        sbar += w[i] * (p[i, 2] - p[i, 0])
+    d = 0.0
+    for i in range(n):
+        dev = p[i, 2] - p[i, 0] - sbar
+        d += w[i] * dev * dev
+    top = max(p0, p1, p2)
+    if p1 == top or (p0 == top and p2 == top):
+        best = 1  # ties go to HOLD, as in the tactical aggregation
+    elif p0 == top:
+        best = 0
+    else:
+        best = 2
+    base = p0 if best == 0 else (p1 if best == 1 else p2)
+    if d < 0.2:  # scale_for, inlined
+        scale = 1.0
+    elif d > 0.7:
+        scale = 0.25
+    else:
+        scale = 1.0 - 0.75 * (d - 0.2) / 0.5
+    conf = base * scale
+    if d >= ABSTAIN_D and conf < ABSTAIN_CONF:
+        return 1, base, d, scale, ABSTAIN_CONFIDENCE, True, p0, p1, p2
+    return best, base, d, scale, conf, False, p0, p1, p2
