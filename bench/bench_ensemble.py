@@ -77,9 +77,10 @@ class TacticalStandIn:
 class StrategicStandIn:
     weights = (0.4, 0.35, 0.25)
 
-    def probs(self, strategic: np.ndarray, context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def probs(self, mlmi_in: np.ndarray, nwrqk_in: np.ndarray, regime_in: np.ndarray,
+              volatility_30: float) -> tuple[np.ndarray, np.ndarray]:
         p = np.array([[0.1, 0.2, 0.7], [0.2, 0.2, 0.6], [0.1, 0.1, 0.8]])
-        return p, p.max(axis=1)
+        return p, np.array(self.weights)
 
 
 def load_voters(directory: Path) -> tuple[dict[str, Any], dict[str, str]]:

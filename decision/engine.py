@@ -30,11 +30,13 @@ import numpy as np
 from himari.decision.agent import Agent, AgentInput
 from himari.decision.aggregate import (STRATEGIC_INITIAL_WEIGHTS, StrategicResult, TacticalResult,
                                        aggregate_tactical, strategic_ensemble)
-from himari.decision.features_rt import fill_vector, new_vector, time_features
+from himari.decision.features import strategic_inputs
+from himari.decision.features_rt import fill_vector, new_vector
 from himari.decision.guard import (BENCH_AFTER, COOLDOWN_NS, AgentGuard, InputError, check_matrix,
                                    check_probs)
-from himari.decision.layout import (ACTIONS, BUY, CRISIS, DEFAULT_REGIME, HOLD, REGIMES, SELL,
+from himari.decision.layout import (ACTIONS, BUY, HOLD, REGIMES, SELL,
                                     STRATEGIC_COLS, STRATEGIC_ROWS, TACTICAL_COLS, TACTICAL_ROWS)
+from himari.decision.regime import regime_from
 from himari.decision.voting import SharpeVoting, target_sharpe
 
 TACTICAL, STRATEGIC = "tactical", "strategic"
@@ -51,12 +53,15 @@ def _argmax3(p: list[float]) -> int:
 
 
 class TacticalTeamLike(Protocol):
-    def probs(self, tactical: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+    def probs(self, tactical: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """-> (FVG, momentum, entry) probabilities, each (3,) in canonical order."""
 
 
 class StrategicTeamLike(Protocol):
-    def probs(self, strategic: np.ndarray, context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """-> (3 agents x 3 probs, 3 confidences); agents MLMI, NW-RQK, regime."""
+    def probs(self, mlmi_in: np.ndarray, nwrqk_in: np.ndarray, regime_in: np.ndarray,
+              volatility_30: float) -> tuple[np.ndarray, np.ndarray]:
+        """-> (3 agents x 3 probs: MLMI, NW-RQK, regime; ensemble weights softmax(omega) (3,)).
+        Inputs from `decision.features.strategic_inputs` (spec 3.1)."""
 
 
 class EngineConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -193,8 +198,10 @@ class DecisionEngine:
 
     # ---- 30-minute side: strategic matrix, synergy events
 
-    def on_strategic(self, ts_ns: int, values: Any, volatility_30: float = 1.0) -> None:
-        """A new ready strategic matrix: refresh the strategic ensemble used for the regime."""
+    def on_strategic(self, ts_ns: int, values: Any, volatility_30: float = 1.0,
+                     synergy_conf: float = 0.0, synergy_dir: int = 0) -> None:
+        """A new ready strategic matrix (with the synergy of its bar, if any): refresh the
+        strategic ensemble that sets the regime (spec 4.0), as training labels it."""
         self._vol30 = volatility_30 if math.isfinite(volatility_30) else 1.0
         try:
             m = check_matrix(values, STRATEGIC_ROWS, STRATEGIC_COLS, STRATEGIC)
@@ -202,7 +209,7 @@ class DecisionEngine:
             self.counters["invalid_strategic"] += 1
             self._strategic_result = None
             return
-        self._strategic_result = self._run_strategic(ts_ns, m, 0.0, 0)
+        self._strategic_result = self._run_strategic(ts_ns, m, synergy_conf, synergy_dir)
 
     def on_synergy(self, ts_ns: int, strategic: Any, synergy_type: int, direction: int,
                    confidence: float) -> StrategicResult | None:
@@ -233,14 +240,10 @@ class DecisionEngine:
         guard = self.team_guards[STRATEGIC]
         if team is None or not guard.available(ts_ns):
             return None
-        s_h, c_h, s_w, c_w = time_features(ts_ns)
-        hour_sin, hour_cos = s_h, c_h
-        weekday = ((int(ts_ns) // 86_400_000_000_000) + 3) % 7
-        ctx = np.array([syn_conf, float(syn_dir), math.log(max(self._vol30, 1e-6)), hour_sin,
-                        hour_cos, weekday / 6.0], dtype=np.float32)
         try:
-            p, c = team.probs(m, ctx)
-            res = strategic_ensemble(p, c, self.strategic_weights)
+            mlmi, nwrqk, reg = strategic_inputs(m, (syn_dir, syn_conf), ts_ns)
+            p, w = team.probs(mlmi, nwrqk, reg, self._vol30)
+            res = strategic_ensemble(p, None, w)
             if not (math.isfinite(res.confidence) and math.isfinite(res.uncertainty)):
                 raise ValueError("non-finite strategic probabilities")
         except Exception as exc:  # noqa: BLE001 - a failing team is counted, never raised
@@ -252,13 +255,12 @@ class DecisionEngine:
     # ---- 5-minute decision
 
     def regime(self) -> int:
-        crisis = self.cfg.crisis_volatility
-        if crisis is not None and self._vol30 >= crisis:
-            return CRISIS
+        """decision/regime.py's rule on the latest strategic ensemble (crisis only with a
+        threshold from training)."""
         res = self._strategic_result
-        if res is not None and res.confidence > 0.65:
-            return _argmax3(res.probs) + 1  # SELL -> bearish, HOLD -> neutral, BUY -> bullish
-        return DEFAULT_REGIME
+        thr = self.cfg.crisis_volatility
+        return regime_from(self._vol30, math.inf if thr is None else thr,
+                           None if res is None else res.probs)
 
     def _check_strategic(self, strategic: Any) -> np.ndarray | None:
         """The strategic matrix checked once per matrix object (it changes every 6 bars)."""

@@ -2,9 +2,9 @@
 
 One Numba pass per closed 5-minute bar copies the matrix tails and writes the scalars.
 Values are raw (not z-scored): every agent z-scores x with the statistics in its own checkpoint.
-`decision/features.py` (the data side) builds the same vector for training; the engine takes its
-`feature_vector` when given one (`DecisionEngine(feature_fn=...)`) so the two cannot drift; this
-fallback follows the layout literally and is what the tests and fakes use.
+`decision/features.py` builds the same vector for training (`feature_vector`, `feature_matrix`);
+this is its run-time twin in one Numba pass (a few us instead of a few dozen numpy calls), and a
+test checks the two agree bit for bit on random inputs, so training and trading cannot disagree.
 """
 
 from __future__ import annotations
@@ -14,38 +14,40 @@ import math
 import numpy as np
 from numba import njit
 
+from himari.decision.features import STRATEGIC_NEUTRAL, UPNL_CLIP
 from himari.decision.layout import FEATURE_DIM, STRATEGIC_TAIL_ROWS, TACTICAL_TAIL_ROWS
 
 NS_PER_DAY = 86_400 * 1_000_000_000
-_TWO_PI = 2.0 * math.pi
+HOUR_NS = 3_600 * 1_000_000_000
 
 
 def time_features(ts_ns: int) -> tuple[float, float, float, float]:
-    """sin/cos of the hour of day (fractional, UTC) and of the weekday (Monday = 0), event time."""
-    day, in_day = divmod(int(ts_ns), NS_PER_DAY)
-    hour = in_day / 3.6e12
-    weekday = (day + 3) % 7  # 1970-01-01 was a Thursday
-    return (math.sin(_TWO_PI * hour / 24), math.cos(_TWO_PI * hour / 24),
-            math.sin(_TWO_PI * weekday / 7), math.cos(_TWO_PI * weekday / 7))
+    """sin/cos of the hour of day (fractional, UTC) and of the weekday (Monday = 0), event time;
+    the same arithmetic as decision/features.py."""
+    ts = int(ts_ns)
+    a_h = ((ts % NS_PER_DAY) / HOUR_NS) * (2.0 * math.pi / 24.0)
+    a_d = float((ts // NS_PER_DAY + 3) % 7) * (2.0 * math.pi / 7.0)  # 1970-01-01 was a Thursday
+    return math.sin(a_h), math.cos(a_h), math.sin(a_d), math.cos(a_d)
 
 
 def fill_vector(out: np.ndarray, ts_ns: int, tactical: np.ndarray, strategic: np.ndarray | None,
                 regime: int, target_sharpe: float, position: int, unrealized_atr: float,
                 bars_in_position: int, drawdown_buffer: float) -> np.ndarray:
-    """Write x into `out` (float32, 257) and return it."""
-    _fill(out, int(ts_ns), tactical, strategic if strategic is not None else _NO_STRATEGIC,
-          strategic is not None, int(regime), float(target_sharpe), int(position),
-          float(unrealized_atr), int(bars_in_position), float(drawdown_buffer))
+    """Write x into `out` (float32, 257) and return it: `features.feature_vector` for the same
+    inputs (strategic None -> the neutral matrix; PnL / ATR clipped to +-20, bars / 100 capped
+    at 1 and 0 when flat, drawdown buffer clipped to [0, 1]), bit for bit (tested)."""
+    _fill(out, int(ts_ns), tactical, strategic if strategic is not None else _NEUTRAL,
+          int(regime), float(target_sharpe), int(position), float(unrealized_atr),
+          float(bars_in_position), float(drawdown_buffer))
     return out
 
 
-_NO_STRATEGIC = np.zeros((STRATEGIC_TAIL_ROWS, 13), dtype=np.float32)
+_NEUTRAL = np.tile(STRATEGIC_NEUTRAL, (STRATEGIC_TAIL_ROWS, 1)).astype(np.float32)
 
 
 @njit(cache=True)
-def _fill(out: np.ndarray, ts_ns: int, tac: np.ndarray, strat: np.ndarray, has_strat: bool,
-          regime: int, sharpe: float, position: int, upnl: float, bars: int,
-          dd_buffer: float) -> None:
+def _fill(out: np.ndarray, ts_ns: int, tac: np.ndarray, strat: np.ndarray, regime: int,
+          sharpe: float, position: int, upnl: float, bars: float, dd_buffer: float) -> None:
     out[0] = sharpe
     k = 1
     for r in range(tac.shape[0] - TACTICAL_TAIL_ROWS, tac.shape[0]):
@@ -54,23 +56,23 @@ def _fill(out: np.ndarray, ts_ns: int, tac: np.ndarray, strat: np.ndarray, has_s
             k += 1
     for r in range(strat.shape[0] - STRATEGIC_TAIL_ROWS, strat.shape[0]):
         for c in range(strat.shape[1]):
-            out[k] = strat[r, c] if has_strat else 0.0
+            out[k] = strat[r, c]
             k += 1
     for j in range(4):
         out[k + j] = 1.0 if j == regime else 0.0
     k += 4
-    out[k] = 1.0 if position > 0 else (-1.0 if position < 0 else 0.0)
-    out[k + 1] = upnl
-    out[k + 2] = min(bars / 100.0, 1.0)
-    out[k + 3] = dd_buffer
+    sign = 1.0 if position > 0 else (-1.0 if position < 0 else 0.0)
+    out[k] = sign
+    out[k + 1] = min(max(upnl, -UPNL_CLIP), UPNL_CLIP) if sign != 0.0 else 0.0
+    out[k + 2] = min(max(bars, 0.0) / 100.0, 1.0) if sign != 0.0 else 0.0
+    out[k + 3] = min(max(dd_buffer, 0.0), 1.0)
     k += 4
-    day = ts_ns // NS_PER_DAY
-    hour = (ts_ns - day * NS_PER_DAY) / 3.6e12
-    weekday = (day + 3) % 7
-    out[k] = math.sin(_TWO_PI * hour / 24)
-    out[k + 1] = math.cos(_TWO_PI * hour / 24)
-    out[k + 2] = math.sin(_TWO_PI * weekday / 7)
-    out[k + 3] = math.cos(_TWO_PI * weekday / 7)
+    a_h = ((ts_ns % NS_PER_DAY) / HOUR_NS) * (2.0 * math.pi / 24.0)
+    a_d = float((ts_ns // NS_PER_DAY + 3) % 7) * (2.0 * math.pi / 7.0)
+    out[k] = math.sin(a_h)
+    out[k + 1] = math.cos(a_h)
+    out[k + 2] = math.sin(a_d)
+    out[k + 3] = math.cos(a_d)
 
 
 def new_vector() -> np.ndarray:

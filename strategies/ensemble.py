@@ -1,15 +1,20 @@
 """The `ensemble` strategy: the learned decision engine (decision/engine.py) trading one instrument.
 
-It follows the matrix stage's events for its instrument:
-- `FeatureMatrix` kind "strategic" (ready only): kept as the latest 30-minute matrix; refreshes the
-  strategic ensemble that sets the regime;
-- `SynergyDetected`: an accepted synergy (confidence >= 0.5) runs the strategic ensemble; a
-  decision that proceeds lets the tactical team vote on the next 6 five-minute bars;
-- `FeatureMatrix` kind "tactical" (ready only, one per closed 5-minute bar): one ensemble
-  decision. BUY / SELL aim for +1 / -1 unit of `quantity`; the opposite action on an open position
-  closes it (no reversal in one step); HOLD keeps the aim (spec decision.md section 0).
-Every decision is published as a `Decision` with the per-agent breakdown in `details` (the record
-in decisions.jsonl carries `agents`, `disagreement`, `scale`, ...), whether or not the target moves;
+It follows the matrix stage's events for its instrument and decides once per closed 5-minute bar,
+on the `Bar` itself (order 50), i.e. after the matrix stage (order 20) has published everything of
+that bar: its tactical matrix, a strategic matrix when a 30-minute bar closed, a synergy. So a
+decision sees the same "latest strategic matrix at or before the bar" as the training dataset
+(training/dataset.py), never the previous one at a 30-minute boundary. Per bar:
+1. a new ready strategic matrix refreshes the strategic ensemble that sets the regime (with the
+   bar's synergy context, as training labels regimes);
+2. the ensemble decides (only on a ready tactical matrix and, with `wait_for_strategic`, once a
+   ready strategic matrix exists: the agents were trained on such bars only);
+3. the bar's strongest synergy, when accepted (confidence >= 0.5), runs the strategic ensemble; a
+   decision that proceeds lets the tactical team vote on the next 6 five-minute bars.
+BUY / SELL aim for +1 / -1 unit of `quantity`; the opposite action on an open position closes it
+(no reversal in one step); HOLD keeps the aim (spec decision.md section 0). Every decision is
+published as a `Decision` with the per-agent breakdown in `details` (the record in
+decisions.jsonl carries `agents`, `disagreement`, `scale`, ...), whether or not the target moves;
 orders follow only a new target (strategies/base.py).
 
 Config (`strategy.params`): `agents` (default: every registered agent and both teams), `required`
@@ -31,7 +36,7 @@ from himari.daemon.bus import Bus
 from himari.daemon.cache import Cache
 from himari.daemon.clock import Clock, ReplayClock
 from himari.daemon.configbase import ConfigError, check_range
-from himari.daemon.events import Decision, FeatureMatrix, SynergyDetected
+from himari.daemon.events import Bar, Decision, FeatureMatrix, SynergyDetected
 from himari.daemon.ids import IdSource
 from himari.daemon.instruments import Instrument, InstrumentError
 from himari.decision.engine import STRATEGIC, TACTICAL, DecisionEngine, EngineConfig
@@ -51,6 +56,7 @@ class EnsembleConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     quantity: Decimal = Decimal(1)
     time_budget_us: int | None = None  # None: 0 (off) in replay, DEFAULT_BUDGET_US otherwise
     fee_bps: float = 1.0
+    wait_for_strategic: bool = True
 
     def __post_init__(self) -> None:
         known = set(ALL_VOTERS)
@@ -75,17 +81,25 @@ class EnsembleConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 class EnsembleStrategy(Strategy):
     def __init__(self, engine: DecisionEngine, instrument_id: str, lots: int, bus: Bus,
                  clock: Clock, ids: IdSource, cache: Cache | None = None,
-                 strategy_id: str = "ensemble", disabled: dict[str, str] | None = None) -> None:
+                 strategy_id: str = "ensemble", disabled: dict[str, str] | None = None,
+                 wait_for_strategic: bool = True) -> None:
         super().__init__(strategy_id, instrument_id, bus, clock, ids, cache)
         self.engine = engine
         self.lots = lots
         self.disabled = dict(disabled or {})
-        self._strategic: Any = None
+        self.wait_for_strategic = wait_for_strategic
+        self._strategic: Any = None       # latest strategic matrix values (ready or not)
+        self._strategic_ready = False
+        self._new_strategic: FeatureMatrix | None = None  # arrived during the current bar
+        self._tactical: FeatureMatrix | None = None
+        self._synergy: SynergyDetected | None = None
+        self._vol30 = 1.0
         self._entry_close = 0.0
         self._bars_in_pos = 0
         self._last_sign = 0
         self._last_source = ""
         self.errors = 0
+        self.warmup_bars = 0
         self.actions = {"SELL": 0, "HOLD": 0, "BUY": 0}
 
     @property
@@ -98,23 +112,47 @@ class EnsembleStrategy(Strategy):
         sub = self.bus.subscribe
         sub(FeatureMatrix, self.on_matrix, name=f"{self.strategy_id}.matrix", order=order)
         sub(SynergyDetected, self.on_synergy, name=f"{self.strategy_id}.synergy", order=order)
+        sub(Bar, self.on_bar, name=f"{self.strategy_id}.bar", order=order)
 
     def on_matrix(self, ev: FeatureMatrix) -> None:
-        if ev.instrument_id != self.instrument_id or not ev.ready:
-            return
-        if ev.kind == "strategic":
-            self._strategic = ev.values
-            self.engine.on_strategic(ev.ts_ns, ev.values,
-                                     float(ev.context.get("volatility_30", 1.0)))
-        elif ev.kind == "tactical":
-            self._decide(ev)
-
-    def on_synergy(self, ev: SynergyDetected) -> None:
         if ev.instrument_id != self.instrument_id:
             return
-        kind = ev.synergy_type.rsplit("_", 1)[-1]
-        self.engine.on_synergy(ev.ts_ns, self._strategic, int(kind) if kind.isdigit() else 0,
-                               ev.direction, ev.confidence)
+        if ev.kind == "tactical":
+            self._tactical = ev
+        elif ev.kind == "strategic":
+            self._strategic = ev.values
+            ctx = ev.context
+            self._vol30 = (float(ctx.get("volatility_30", 1.0))
+                           if ctx.get("volatility_30_valid", 0.0) > 0 else 1.0)
+            if ev.ready:
+                self._strategic_ready = True
+                self._new_strategic = ev
+
+    def on_synergy(self, ev: SynergyDetected) -> None:
+        if ev.instrument_id == self.instrument_id and (
+                self._synergy is None or ev.confidence > self._synergy.confidence):
+            self._synergy = ev  # the strongest of the bar, as the training dataset keeps it
+
+    def on_bar(self, bar: Bar) -> None:
+        """End of a 5-minute bar's processing: regime, decision, then the bar's synergy."""
+        if bar.spec != BAR_SPEC or bar.instrument_id != self.instrument_id:
+            return
+        tac, syn, new_strat = self._tactical, self._synergy, self._new_strategic
+        self._tactical = self._synergy = self._new_strategic = None
+        engine = self.engine
+        if new_strat is not None:
+            engine.on_strategic(new_strat.ts_ns, new_strat.values, self._vol30,
+                                syn.confidence if syn is not None else 0.0,
+                                syn.direction if syn is not None else 0)
+        if tac is not None and tac.bar_id == bar.event_id and tac.ready:
+            if self._strategic_ready or not self.wait_for_strategic:
+                self._decide(tac)
+            else:
+                self.warmup_bars += 1
+        if syn is not None:
+            kind = syn.synergy_type.rsplit("_", 1)[-1]
+            engine.on_synergy(syn.ts_ns, self._strategic, int(kind) if kind.isdigit() else 0,
+                              syn.direction, syn.confidence)
 
     def _decide(self, ev: FeatureMatrix) -> None:
         ctx = ev.context
@@ -171,7 +209,21 @@ class EnsembleStrategy(Strategy):
     def report(self) -> dict[str, Any]:
         """For report.json's "strategy" section: agents used / disabled, counters, guard stats."""
         return {"agents": list(self.engine.names), "disabled": self.disabled,
-                "actions": dict(self.actions), "errors": self.errors, **self.engine.stats()}
+                "actions": dict(self.actions), "errors": self.errors,
+                "warmup_bars": self.warmup_bars, **self.engine.stats()}
+
+
+def _crisis_threshold(loaded: dict[str, Any]) -> float | None:
+    """The training crisis threshold (95th percentile of volatility_30, decision/regime.py) from
+    the checkpoints' metadata (`crisis_threshold`, top level or under `data`); None = no crisis
+    regime (no checkpoint says)."""
+    for obj in loaded.values():
+        meta = getattr(obj, "meta", None) or {}
+        for where in (meta, meta.get("data") or {}):
+            value = where.get("crisis_threshold") if isinstance(where, dict) else None
+            if isinstance(value, (int, float)) and value == value:
+                return float(value)
+    return None
 
 
 # ---- plugin interface (daemon/plugins.py)
@@ -201,7 +253,7 @@ def build(cfg: EnsembleConfig, *, instrument: Instrument, bus: Bus, clock: Clock
     if budget is None:
         budget = 0 if isinstance(clock, ReplayClock) else DEFAULT_BUDGET_US
     strategic_team = loaded.get(STRATEGIC)
-    crisis = getattr(strategic_team, "crisis_volatility", None)
+    crisis = _crisis_threshold(loaded)
     engine_cfg = EngineConfig(time_budget_us=budget, fee=cfg.fee_bps / 10_000.0,
                               crisis_volatility=crisis)
     agents = {n: a for n, a in loaded.items() if n in AGENTS}
@@ -219,4 +271,4 @@ def build(cfg: EnsembleConfig, *, instrument: Instrument, bus: Bus, clock: Clock
     log.info("ensemble_ready", voters=voters, disabled=sorted(disabled), time_budget_us=budget,
              checkpoint_dir=str(directory))
     return EnsembleStrategy(engine, instrument.id, lots, bus, clock, ids, cache, strategy_id,
-                            disabled)
+                            disabled, cfg.wait_for_strategic)

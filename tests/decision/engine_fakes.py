@@ -58,10 +58,10 @@ class FakeStrategicTeam:
         self.calls = 0
         self.contexts: list[np.ndarray] = []
 
-    def probs(self, strategic, context):
+    def probs(self, mlmi_in, nwrqk_in, regime_in, volatility_30):
         self.calls += 1
-        self.contexts.append(context)
-        return self.p, self.p.max(axis=1)
+        self.contexts.append(np.asarray(mlmi_in)[4:])  # the 6 shared-context values
+        return self.p, np.asarray(self.weights)
 
 
 def matrices(seed: int = 0):

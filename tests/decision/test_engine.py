@@ -67,9 +67,10 @@ def test_feature_vector_slots():
     sh, ch, sw, cw = time_features(T0)
     assert sh == pytest.approx(math.sin(2 * math.pi * 9 / 24))
     assert sw == pytest.approx(math.sin(2 * math.pi * 1 / 7))  # Tuesday = 1
-    # no strategic matrix yet: its slots are 0 and the decision is still made
+    # no strategic matrix: its slots hold the neutral rows (0, lvn_distance 1) as in training
     e.decide(T0 + BAR, tac, None, close=100.0)
-    assert not a.inputs[-1].x[X_STRATEGIC].any()
+    from himari.decision.features import STRATEGIC_NEUTRAL
+    assert np.array_equal(a.inputs[-1].x[X_STRATEGIC], np.tile(STRATEGIC_NEUTRAL, 8))
 
 
 def test_regime_from_strategic_ensemble_sets_target_sharpe():
@@ -81,9 +82,13 @@ def test_regime_from_strategic_ensemble_sets_target_sharpe():
     d = e.decide(T0, tac, strat, close=100.0)
     assert d.regime == 1 and d.target_sharpe == 1.0 and a.inputs[-1].x[0] == 1.0
     assert list(a.inputs[-1].x[X_REGIME]) == [0, 1, 0, 0]
-    # strategic context: conf 0, dir 0, ln(vol), hour sin/cos, weekday / 6
+    # strategic context (decision/features.py): conf 0, dir 0, ln(v_rel) = atanh(column 11 of
+    # the newest row), hour sin/cos, weekday / 6
     ctx = team.contexts[-1]
-    assert ctx[2] == pytest.approx(0.0) and ctx[5] == pytest.approx(1 / 6)
+    assert ctx[0] == 0.0 and ctx[1] == 0.0
+    assert ctx[2] == pytest.approx(math.atanh(np.clip(strat[-1, 11], -0.999999, 0.999999)),
+                                   rel=1e-5)
+    assert ctx[5] == pytest.approx(1 / 6)
     crisis = engine([a], strategic_team=team, voters=["a"],
                     cfg=EngineConfig(crisis_volatility=1.5))
     crisis.on_strategic(T0, strat, volatility_30=1.6)
@@ -238,3 +243,25 @@ def test_any_input_gives_a_finite_decision(specials, seed, shape, agent_probs):
     assert math.isfinite(d.disagreement) and 0.25 <= d.scale <= 1.0
     for r in d.agents():
         assert r["status"] in ("ok", "failed", "skipped")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31), st.integers(0, 3), st.integers(-3, 3),
+       st.floats(-50, 50), st.integers(-5, 500), st.floats(-1, 2), st.booleans(),
+       st.integers(1_500_000_000, 2_000_000_000))
+def test_run_time_x_equals_features_feature_vector(seed, regime, pos, upnl, bars, dd, has_strat,
+                                                   ts_s):
+    """The engine's Numba fill is decision/features.py's feature_vector, bit for bit."""
+    from himari.decision.features import PositionState, feature_vector
+    from himari.decision.features_rt import fill_vector, new_vector
+    from himari.decision.layout import TARGET_SHARPE
+
+    tac, strat = matrices(seed)
+    strat = strat if has_strat else None
+    ts = ts_s * 10**9 + seed % 10**9
+    sharpe = TARGET_SHARPE[regime]
+    mine = fill_vector(new_vector(), ts, tac, strat, regime, sharpe, pos, upnl, bars, dd)
+    sign = float(np.sign(pos))
+    ref = feature_vector(tac, strat, regime, sharpe,
+                         PositionState(sign, upnl if sign else 0.0, bars if sign else 0.0, dd), ts)
+    assert np.array_equal(mine, ref)

@@ -6,6 +6,7 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 import structlog
@@ -15,7 +16,7 @@ from himari.daemon.bus import Bus
 from himari.daemon.cli import main
 from himari.daemon.clock import LiveClock, ReplayClock
 from himari.daemon.configbase import ConfigError
-from himari.daemon.events import Decision, FeatureMatrix, OrderIntent, SynergyDetected
+from himari.daemon.events import Bar, Decision, FeatureMatrix, OrderIntent, SynergyDetected
 from himari.daemon.ids import IdSource
 from himari.daemon.instruments import Instrument
 from himari.daemon.recorder import decision_line
@@ -51,9 +52,8 @@ class Tactical:
 class Strategic:
     weights = (0.4, 0.35, 0.25)
 
-    def probs(self, strategic, context):
-        p = np.array([[0.05, 0.15, 0.8]] * 3)
-        return p, p.max(axis=1)
+    def probs(self, mlmi_in, nwrqk_in, regime_in, volatility_30):
+        return np.array([[0.05, 0.15, 0.8]] * 3), np.array(self.weights)
 
 
 def fake_loaders(monkeypatch, available: dict[str, object], broken: dict[str, Exception] = {}):
@@ -76,7 +76,7 @@ def fake_loaders(monkeypatch, available: dict[str, object], broken: dict[str, Ex
 INST = Instrument(id="X", tick_size=Decimal("0.01"), lot_size=Decimal(1))
 
 
-def build(cfg: EnsembleConfig, clock=None):
+def build(cfg: EnsembleConfig, clock=None, warm=True):
     bus = Bus()
     strat = ensemble.build(cfg, instrument=INST, bus=bus, clock=clock or ReplayClock(),
                            ids=IdSource())
@@ -85,6 +85,8 @@ def build(cfg: EnsembleConfig, clock=None):
     intents: list[OrderIntent] = []
     bus.subscribe(Decision, decisions.append, name="t.d", order=100)
     bus.subscribe(OrderIntent, intents.append, name="t.i", order=100)
+    if warm:
+        bus.publish(sm(0))  # a ready strategic matrix exists
     return strat, bus, decisions, intents
 
 
@@ -92,6 +94,28 @@ def tm(k: int, ready=True, inst="X", shape=(60, 7)) -> FeatureMatrix:
     return FeatureMatrix(event_id=f"TM{k}", ts_ns=T0 + k * BAR, instrument_id=inst,
                          kind="tactical", bar_id=f"B{k}", values=np.zeros(shape, np.float32),
                          ready=ready, context={"close": 100.0 + k, "atr14": 1.0})
+
+
+def sm(k: int, ready=True) -> FeatureMatrix:
+    return FeatureMatrix(event_id=f"SM{k}", ts_ns=T0 + k * BAR, instrument_id="X",
+                         kind="strategic", bar_id=f"B{k}", values=np.zeros((48, 13), np.float32),
+                         ready=ready, context={"volatility_30": 1.2, "volatility_30_valid": 1.0})
+
+
+def bar(k: int, inst="X") -> Bar:
+    return Bar(event_id=f"B{k}", ts_ns=T0 + k * BAR, instrument_id=inst, spec="5m", open=1,
+               high=1, low=1, close=1, volume=1, n_ticks=1, ts_open=T0 + (k - 1) * BAR, ts_close=T0 + k * BAR)
+
+
+def step(bus, k: int, *, strategic: bool = False, synergy: SynergyDetected | None = None,
+         **kw) -> None:
+    """One 5-minute bar as the matrix stage publishes it, then the Bar reaches the strategy."""
+    bus.publish(tm(k, **kw))
+    if strategic:
+        bus.publish(sm(k))
+    if synergy is not None:
+        bus.publish(synergy)
+    bus.publish(bar(k))
 
 
 def test_registered_as_a_short_name():
@@ -147,17 +171,18 @@ def test_every_ready_bar_is_a_recorded_decision_orders_only_on_new_targets(monke
     buy = Agent("cql")
     fake_loaders(monkeypatch, {"cql": buy})
     strat, bus, decisions, intents = build(EnsembleConfig(agents=["cql"], quantity=Decimal(2)))
-    bus.publish(tm(0, ready=False))
+    step(bus, 0, ready=False)
     bus.publish(tm(0, inst="Y"))
+    bus.publish(bar(0, inst="Y"))
     assert decisions == []
-    bus.publish(tm(1))
+    step(bus, 1)
     assert len(decisions) == 1 and decisions[0].target_position == 2
     assert len(intents) == 1 and intents[0].side == 1 and intents[0].quantity == 2
     assert intents[0].decision_id == decisions[0].event_id
     d = decisions[0].details
     assert d["agents"][0]["name"] == "cql" and d["agents"][0]["vote"] == "BUY"
     assert {"disagreement", "scale", "abstained", "regime", "target_sharpe"} <= set(d)
-    bus.publish(tm(2))  # BUY again: recorded, no new order
+    step(bus, 2)  # BUY again: recorded, no new order
     assert len(decisions) == 2 and len(intents) == 1
     # the record has agents / disagreement / scale at the top level
     rec = json.loads(decision_line(decisions[0]))
@@ -171,15 +196,15 @@ def test_opposite_action_closes_then_opens_hold_keeps(monkeypatch):
     strat, bus, decisions, intents = build(EnsembleConfig(agents=["cql"]))
     strat.position = 1  # as if long already
     agent.probs = (0.7, 0.2, 0.1)
-    bus.publish(tm(1))
+    step(bus, 1)
     assert decisions[-1].target_position == 0  # SELL while long closes, no reversal
     strat._target, strat._in_flight, strat.position = None, {}, 0
-    bus.publish(tm(2))
+    step(bus, 2)
     assert decisions[-1].target_position == -1  # SELL while flat opens short
     strat._target, strat._in_flight, strat.position = None, {}, -1
     agent.probs = (0.2, 0.6, 0.2)
     n = len(intents)
-    bus.publish(tm(3))
+    step(bus, 3)
     assert decisions[-1].target_position == -1 and len(intents) == n  # HOLD keeps
 
 
@@ -187,27 +212,60 @@ def test_synergy_gives_the_tactical_team_a_vote(monkeypatch):
     fake_loaders(monkeypatch, {"cql": Agent("cql", (0.3, 0.4, 0.3)), "tactical": Tactical(),
                                "strategic": Strategic()})
     strat, bus, decisions, _ = build(EnsembleConfig(agents=["cql", "tactical", "strategic"]))
-    sm = FeatureMatrix(event_id="SM1", ts_ns=T0, instrument_id="X", kind="strategic",
-                       bar_id="B30", values=np.zeros((48, 13), np.float32), ready=True,
-                       context={"volatility_30": 1.0})
-    bus.publish(sm)
-    bus.publish(SynergyDetected(event_id="SY1", ts_ns=T0, instrument_id="X",
-                                synergy_type="TYPE_2", direction=1, confidence=0.9,
-                                synergy_strength=1.0, signal_sequence=[], metadata={},
-                                market_context={}, tactical_matrix_id="TM0",
-                                strategic_matrix_id="SM1"))
-    bus.publish(tm(1))
+    syn = SynergyDetected(event_id="SY1", ts_ns=T0, instrument_id="X", synergy_type="TYPE_2",
+                          direction=1, confidence=0.9, synergy_strength=1.0, signal_sequence=[],
+                          metadata={}, market_context={}, tactical_matrix_id="TM0",
+                          strategic_matrix_id="SM1")
+    step(bus, 1, strategic=True, synergy=syn)
+    rows = {r["name"]: r for r in decisions[-1].details["agents"]}
+    assert rows["tactical"]["status"] == "skipped"  # the synergy counts from the next bar
+    step(bus, 2)
     rows = {r["name"]: r for r in decisions[-1].details["agents"]}
     assert rows["tactical"]["status"] == "ok" and rows["tactical"]["vote"] == "BUY"
     assert decisions[-1].details["tactical"]["execute"] is True
     assert decisions[-1].details["strategic"]["dominant_signal"] == "consensus"
+    assert decisions[-1].details["regime"] == "bullish"  # the strategic ensemble, conf 0.8
     assert strat.report()["synergies_accepted"] == 1
+
+
+def test_decides_at_the_end_of_the_bar_with_that_bars_strategic_matrix(monkeypatch):
+    seen = []
+
+    class Spy(Agent):
+        def act(self, inp):
+            seen.append(inp.strategic is not None and inp.strategic[0, 0] == 7.0)
+            return super().act(inp)
+
+    fake_loaders(monkeypatch, {"cql": Spy("cql")})
+    strat, bus, decisions, _ = build(EnsembleConfig(agents=["cql"]))
+    bus.publish(tm(1))
+    newer = msgspec.structs.replace(sm(1), values=np.full((48, 13), 7.0, np.float32))
+    bus.publish(newer)  # the 30-minute matrix of the same bar comes after the tactical one
+    assert decisions == []
+    bus.publish(bar(1))
+    assert seen == [True] and len(decisions) == 1
+
+
+def test_waits_for_a_ready_strategic_matrix(monkeypatch):
+    fake_loaders(monkeypatch, {"cql": Agent("cql")})
+    strat, bus, decisions, _ = build(EnsembleConfig(agents=["cql"]), warm=False)
+    step(bus, 1)
+    assert decisions == [] and strat.warmup_bars == 1
+    bus.publish(sm(1, ready=False))
+    step(bus, 2)
+    assert decisions == []
+    step(bus, 3, strategic=True)
+    assert len(decisions) == 1
+    strat, bus, decisions, _ = build(EnsembleConfig(agents=["cql"], wait_for_strategic=False),
+                                     warm=False)
+    step(bus, 1)
+    assert len(decisions) == 1
 
 
 def test_a_wrong_shape_matrix_decides_neutral_without_crashing(monkeypatch):
     fake_loaders(monkeypatch, {"cql": Agent("cql")})
     strat, bus, decisions, intents = build(EnsembleConfig(agents=["cql"]))
-    bus.publish(tm(1, shape=(30, 7)))
+    step(bus, 1, shape=(30, 7))
     assert decisions[-1].target_position == 0 and "shape (30, 7)" in decisions[-1].reason
     assert intents == [] and strat.report()["invalid_tactical"] == 1
 
@@ -224,7 +282,7 @@ def test_replay_with_the_ensemble_records_agents_and_reports_them(monkeypatch, t
                                "sac": Agent("sac", (0.4, 0.3, 0.3))})
     cfg = tmp_path / "c.toml"
     cfg.write_text('[feed.synthetic]\nn_ticks = 200000\n[strategy]\nname = "ensemble"\n'
-                   '[strategy.params]\nagents = ["cql", "sac"]\n[log]\nlevel = "warning"\n')
+                   '[strategy.params]\nagents = ["cql", "sac"]\nwait_for_strategic = false\n[log]\nlevel = "warning"\n')
     out = tmp_path / "out"
     assert main(["replay", "--config", str(cfg), "--out", str(out), "--quiet"]) == 0
     report = json.loads((out / "report.json").read_text())
