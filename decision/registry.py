@@ -93,3 +93,11 @@ def _missing(name: str, reason: str, required: set[str], disabled: dict[str, str
         raise RegistryError(name, f"required agent {name!r} is unavailable: {reason}", "required")
     disabled[name] = reason
     log.warning("agent_disabled", agent=name, reason=reason)
+
+
+def available_agents(directory: Path | None = None) -> list[str]:
+    """The voters (D-agents, then the teams) that load from `directory` (default: the shipped
+    checkpoints), in voting order; a missing one is left out with a warning, an unusable
+    checkpoint raises RegistryError."""
+    loaded, _ = load_all(ALL_VOTERS, directory if directory is not None else DEFAULT_DIR)
+    return [name for name in ALL_VOTERS if name in loaded]

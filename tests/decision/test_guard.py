@@ -69,3 +69,41 @@ def test_time_budget_zero_is_off():
     assert not g.over_budget(500_000) and g.over_budget(500_001)
     g.failure(0, "slow", timeout=True)
     assert g.timeouts == 1 and g.failed == 0
+
+
+def test_registry_loads_disables_and_refuses(monkeypatch, tmp_path):
+    """Missing module / checkpoint -> disabled (or refused when required); bad checkpoint -> refused."""
+    from himari.decision import registry
+    from himari.decision.checkpoint import CheckpointError, CheckpointMissing
+
+    def resolve(path):
+        name = path.split(":")[0].rsplit(".", 1)[-1]
+        if name == "cql":
+            return lambda directory, n: ("cql-agent", directory, n)
+        if name == "sac":
+            def missing(directory, n):
+                raise CheckpointMissing("checkpoint 'sac' not found")
+            return missing
+        if name == "cgdt":
+            def bad(directory, n):
+                raise CheckpointError("layout_version='v0'")
+            return bad
+        if name == "tactical":
+            return lambda directory: "tactical-team"
+        raise ImportError(f"No module named {path!r}")
+
+    monkeypatch.setattr(registry, "resolve", resolve)
+    loaded, disabled = registry.load_all(["cql", "sac", "ppo_lstm", "tactical"], tmp_path)
+    assert loaded == {"cql": ("cql-agent", tmp_path, "cql"), "tactical": "tactical-team"}
+    assert set(disabled) == {"sac", "ppo_lstm"} and "not found" in disabled["sac"]
+    with pytest.raises(registry.RegistryError) as err:
+        registry.load_all(["cql", "sac"], tmp_path, required=["sac"])
+    assert err.value.reason == "required"
+    with pytest.raises(registry.RegistryError, match="layout_version") as err:
+        registry.load_all(["cgdt"], tmp_path)
+    assert err.value.reason == "checkpoint"
+    with pytest.raises(registry.RegistryError) as err:
+        registry.load_all(["nope"], tmp_path)
+    assert err.value.reason == "unknown"
+    monkeypatch.setattr(registry, "ALL_VOTERS", ("cql", "sac", "tactical"))
+    assert registry.available_agents(tmp_path) == ["cql", "tactical"]
