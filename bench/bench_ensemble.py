@@ -142,7 +142,8 @@ def decisions(engine: DecisionEngine, n: int, seed: int = 0,
     return out
 
 
-def replay(ticks: int, objs: dict[str, Any], strategy: str = "ensemble") -> dict[str, Any]:
+def replay(ticks: int, objs: dict[str, Any], strategy: str = "ensemble",
+           params: dict[str, Any] | None = None) -> dict[str, Any]:
     from himari.daemon.app import run_replay
     from himari.daemon.config import HimariConfig, ReplayConfig, ReportConfig, StrategySection
     from himari.daemon.feeds.config import FeedConfig, SyntheticConfig
@@ -158,7 +159,7 @@ def replay(ticks: int, objs: dict[str, Any], strategy: str = "ensemble") -> dict
     try:
         cfg = msgspec.structs.replace(
             HimariConfig(), feed=FeedConfig(synthetic=SyntheticConfig(n_ticks=ticks)),
-            strategy=StrategySection(name=strategy, params={}),
+            strategy=StrategySection(name=strategy, params=params or {}),
             replay=ReplayConfig(progress=False), report=ReportConfig(decision_log=True))
         with tempfile.TemporaryDirectory() as tmp:
             return asyncio.run(run_replay(cfg, [], Path(tmp)))
@@ -181,11 +182,15 @@ def main() -> None:
     engine = build_engine(objs)
     decisions(engine, 500)  # warm-up (first calls, Numba dispatch, caches)
     per_agent: dict[str, list[float]] = {}
+    c0 = time.thread_time()
     full = decisions(build_engine(objs), args.decisions, 1, per_agent)
+    cpu_full = (time.thread_time() - c0) / args.decisions * 1e6
     null = build_engine({**{n: NullAgent(n, 0) for n in AGENTS},
                          TACTICAL: TacticalStandIn(), STRATEGIC: StrategicStandIn()})
     decisions(null, 200)
+    c0 = time.thread_time()
     overhead = decisions(null, args.decisions, 2)
+    cpu_null = (time.thread_time() - c0) / args.decisions * 1e6
 
     print(f"ensemble decision benchmark: {args.decisions:,} decisions, batch of one")
     print(f"  {'voter':<12}{'p50 us':>10}{'p99 us':>10}{'n':>8}  agent")
@@ -199,6 +204,9 @@ def main() -> None:
           "every voter + voting + scaling + breakdown")
     print(f"  {'overhead':<12}{pct(overhead, 50):>10.1f}{pct(overhead, 99):>10.1f}"
           f"{len(overhead):>8}  engine alone (zero-cost agents)")
+    print(f"  CPU time per decision (mean, thread time, less sensitive to other processes): "
+          f"full {cpu_full:.1f} us, engine alone {cpu_null:.1f} us (both include the bench "
+          "loop's own input generation)")
 
     mem = build_engine(objs)
     decisions(mem, 200)
@@ -209,19 +217,23 @@ def main() -> None:
 
     if not args.no_replay:
         base = replay(args.ticks, objs, "ema_cross")
-        rep = replay(args.ticks, objs)
-        print(f"\n  replay, {rep['ticks']:,} synthetic ticks, ensemble deciding on "
-              f"{rep['decisions']:,} closed 5-minute bars: "
-              f"{rep['ticks_per_second']:,.0f} ticks/s ready-to-report "
-              f"({rep['ticks_per_second_with_startup']:,.0f} with start-up; target >= 1,000,000)")
-        print(f"  the same replay with the EMA cross (matrices on): {base['ticks_per_second']:,.0f} "
-              f"ticks/s; ensemble / EMA cross = "
-              f"{rep['ticks_per_second'] / base['ticks_per_second']:.3f}")
-        stages = rep["stage_latency_us"]
-        for stage, s in sorted(stages.items()):
-            if stage in ("ensemble.matrix", "ensemble.synergy", "matrices"):
-                print(f"    {stage:<26}p50 {s['p50']:>8.2f}  p99 {s['p99']:>8.2f}  "
-                      f"n {s['count']:>8,}")
+        runs = (("default (decides once a ready strategic matrix exists)", {}),
+                ("every closed 5-minute bar (wait_for_strategic = false)",
+                 {"wait_for_strategic": False}))
+        print(f"\n  replay, {args.ticks:,} synthetic ticks; EMA cross with matrices on: "
+              f"{base['ticks_per_second']:,.0f} ticks/s ready-to-report")
+        for label, params in runs:
+            rep = replay(args.ticks, objs, "ensemble", params)
+            ens = rep["strategy"]["details"][0]
+            print(f"  ensemble, {label}: {ens['decisions']:,} decisions, "
+                  f"{rep['ticks_per_second']:,.0f} ticks/s ready-to-report "
+                  f"({rep['ticks_per_second_with_startup']:,.0f} with start-up; target >= "
+                  f"1,000,000); ensemble / EMA cross = "
+                  f"{rep['ticks_per_second'] / base['ticks_per_second']:.3f}")
+            s = rep["stage_latency_us"].get("ensemble.bar")
+            if s:
+                print(f"    ensemble.bar (per bar, decision + record + orders): p50 "
+                      f"{s['p50']:.1f} us, p99 {s['p99']:.1f} us, n {s['count']:,}")
     load = Path("/proc/loadavg").read_text().split()[:3]
     print(f"\n  machine: {os.cpu_count()} cores, load average {' '.join(load)} (wall-clock "
           "percentiles grow with contention; compare ratios)")

@@ -68,7 +68,7 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True):
     time_budget_us: int = 0          # 0 = off (replay); see decision/guard.py
     bench_after: int = BENCH_AFTER
     cooldown_ns: int = COOLDOWN_NS
-    fee: float = 1e-4                # fraction of notional per unit of turnover (r~ of spec 4.0)
+    fee: float = 2e-4                # per unit of turnover: 1 bp fee + 1 bp slippage, as the env
     go_ahead_bars: int = 6
     synergy_min_confidence: float = 0.5
     crisis_volatility: float | None = None  # volatility_30 95th training percentile; None: never
@@ -416,7 +416,7 @@ class DecisionEngine:
         if prev is None or prev_close is None or not self._prev_close == close:
             return
         ret = (close - prev_close) / prev_close
-        reward = (held * ret - self.cfg.fee * abs(held - before)) / sigma if sigma else 0.0
+        reward = (held * ret - self.cfg.fee * abs(held - before)) / sigma
         for agent in self.agents.values():
             try:
                 agent.observe(prev, self._prev_action, reward)

@@ -4,7 +4,8 @@ D7 (spec decision.md, G37): every voter keeps a *shadow* position that follows i
 (section 0: BUY / SELL go to +1 / -1 when flat or on that side, the opposite action closes, HOLD
 keeps) and earns the env reward r~ (spec 4.0) of that position:
     r~_t = (pos_t (C_{t+1} - C_t) / C_t - fee |pos_t - pos_{t-1}|) / sigma_t,
-sigma_t the EWMA (span 100) std of 5-minute returns. Rewards are summed per UTC day (event time);
+sigma_t the EWMA (span 100) std of 5-minute returns, exactly as training/env.py computes it
+(zero mean, bias-corrected weights, returns up to C_t, floored at 5e-5), fee 1 bp + 1 bp slippage. Rewards are summed per UTC day (event time);
 Sharpe_i = mean / sample std of the last 30 daily sums (not annualised); with fewer than 10 days
 every target weight is equal; otherwise raw_i = max(Sharpe_i, 0), w*_i = raw_i / sum(raw) (equal if
 all are 0), w <- 0.9 w + 0.1 w*, once per day at the first bar after 00:00 UTC. At each decision
@@ -33,6 +34,7 @@ WINDOW_DAYS = 30
 MIN_DAYS = 10
 SMOOTHING = 0.9
 SIGMA_SPAN = 100
+SIGMA_FLOOR = 5e-5  # training/env.py EnvConfig.sigma_floor
 ABSTAIN_D = 0.5
 ABSTAIN_CONF = 0.4
 ABSTAIN_CONFIDENCE = 0.5
@@ -95,7 +97,7 @@ class Combined:
 class SharpeVoting:
     """D7 weights with shadow returns for a fixed list of voters, plus the D8 combination."""
 
-    def __init__(self, names: list[str] | tuple[str, ...], fee: float = 1e-4) -> None:
+    def __init__(self, names: list[str] | tuple[str, ...], fee: float = 2e-4) -> None:
         self.names = tuple(names)
         n = len(self.names)
         self.fee = float(fee)
@@ -107,9 +109,9 @@ class SharpeVoting:
         self.days = 0                              # completed days seen (ring fill = min(days, 30))
         self._day: int | None = None
         self._close: float | None = None
-        self._ew_mean = 0.0
-        self._ew_var: float | None = None
-        self._alpha = 2.0 / (SIGMA_SPAN + 1)
+        self._ew_s = 0.0
+        self._ew_w = 0.0
+        self._decay = 1.0 - 2.0 / (SIGMA_SPAN + 1.0)
         self.sharpe = np.zeros(n)
         self.updates = 0
         self._w = np.zeros(n)
@@ -125,11 +127,10 @@ class SharpeVoting:
         shadow, prev = self.shadow, self._prev_shadow
         if self._close is not None and ok:
             ret = (close - self._close) / self._close
-            sigma = self._sigma()
-            if sigma:
-                fee, day_sum = self.fee, self._day_sum
-                for i in range(len(shadow)):
-                    day_sum[i] += (shadow[i] * ret - fee * abs(shadow[i] - prev[i])) / sigma
+            sigma = self._sigma()  # sigma of the step's start bar (floored, never 0)
+            fee, day_sum = self.fee, self._day_sum
+            for i in range(len(shadow)):
+                day_sum[i] += (shadow[i] * ret - fee * abs(shadow[i] - prev[i])) / sigma
             self._update_sigma(ret)
         if ok:
             self._close = close
@@ -148,17 +149,16 @@ class SharpeVoting:
             if present[i]:
                 shadow[i] = shadow_target(shadow[i], int(actions[i]))
 
-    def _sigma(self) -> float | None:
-        return None if self._ew_var is None else math.sqrt(self._ew_var)
+    def _sigma(self) -> float:
+        """sigma_t as training/env.py: zero-mean EWMA std (span 100, bias-corrected weights) of
+        the returns up to the last close, floored at SIGMA_FLOOR (the floor before any return)."""
+        if self._ew_w <= 0.0:
+            return SIGMA_FLOOR
+        return max(math.sqrt(self._ew_s / self._ew_w), SIGMA_FLOOR)
 
     def _update_sigma(self, ret: float) -> None:
-        if self._ew_var is None:
-            self._ew_mean, self._ew_var = ret, ret * ret
-            return
-        a = self._alpha
-        diff = ret - self._ew_mean
-        self._ew_mean += a * diff
-        self._ew_var = (1 - a) * (self._ew_var + a * diff * diff)
+        self._ew_s = self._decay * self._ew_s + ret * ret
+        self._ew_w = self._decay * self._ew_w + 1.0
 
     def _close_day(self) -> None:
         self._daily[self.days % WINDOW_DAYS] = self._day_sum

@@ -20,12 +20,14 @@ orders follow only a new target (strategies/base.py).
 Config (`strategy.params`): `agents` (default: every registered agent and both teams), `required`
 (refuse to start, exit 2, when one is unavailable), `checkpoint_dir` ("" = the shipped
 checkpoints), `quantity`, `time_budget_us` (default: off in replay, 500 us in paper / live, so a
-replay's decisions never depend on machine speed), `fee_bps` (the turnover cost in the shadow
-returns of the voting weights).
+replay's decisions never depend on machine speed), `fee_bps` (cost per unit of position changed in
+r~: the voting's shadow returns, the agents' `observe` rewards and the drawdown slot; 2 = the
+training env's 1 bp fee + 1 bp slippage), `wait_for_strategic` (default true).
 """
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 from typing import Any
 
@@ -55,7 +57,7 @@ class EnsembleConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     checkpoint_dir: str = ""
     quantity: Decimal = Decimal(1)
     time_budget_us: int | None = None  # None: 0 (off) in replay, DEFAULT_BUDGET_US otherwise
-    fee_bps: float = 1.0
+    fee_bps: float = 2.0  # 1 bp fee + 1 bp slippage: training/env.py's cost per unit changed
     wait_for_strategic: bool = True
 
     def __post_init__(self) -> None:
@@ -78,6 +80,42 @@ class EnsembleConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
         check_range("strategy.params.fee_bps", self.fee_bps, 0.0, 1000.0)
 
 
+class PositionTracker:
+    """x's position slots as training/env.py builds them, from the strategy's own position: entry
+    at the close of the bar the position was decided on, bars since then, and the drawdown buffer
+    1 - (peak - equity) / 0.05 of the cumulative per-unit net return (fee on each change),
+    restarted every `episode_bars` bars as the env's episodes are."""
+
+    def __init__(self, fee: float, max_drawdown: float = 0.05, episode_bars: int = 1024) -> None:
+        self.fee, self.max_dd, self.episode_bars = fee, max_drawdown, episode_bars
+        self.sign = 0
+        self.close = math.nan
+        self.entry = 0.0
+        self.bars = 0
+        self.equity = self.peak = 0.0
+        self.steps = 0
+
+    def update(self, position: int, close: float, atr: float) -> tuple[float, int, float]:
+        """At a decision bar: (unrealised PnL / ATR, bars in position, drawdown buffer)."""
+        sign = (position > 0) - (position < 0)
+        if math.isfinite(self.close) and self.close > 0 and math.isfinite(close):
+            self.equity += sign * (close - self.close) / self.close \
+                - self.fee * abs(sign - self.sign)
+            self.peak = max(self.peak, self.equity)
+            if sign != 0 and sign != self.sign:
+                self.entry, self.bars = self.close, 0
+            self.bars += 1
+            self.steps += 1
+            if self.steps % self.episode_bars == 0:
+                self.equity = self.peak = 0.0
+        if math.isfinite(close):
+            self.close = close
+        self.sign = sign
+        upnl = (close - self.entry) * sign / atr if sign and atr > 0 else 0.0
+        buffer = 1.0 - (self.peak - self.equity) / self.max_dd if self.max_dd > 0 else 1.0
+        return (upnl if math.isfinite(upnl) else 0.0), (self.bars if sign else 0), buffer
+
+
 class EnsembleStrategy(Strategy):
     def __init__(self, engine: DecisionEngine, instrument_id: str, lots: int, bus: Bus,
                  clock: Clock, ids: IdSource, cache: Cache | None = None,
@@ -94,9 +132,7 @@ class EnsembleStrategy(Strategy):
         self._tactical: FeatureMatrix | None = None
         self._synergy: SynergyDetected | None = None
         self._vol30 = 1.0
-        self._entry_close = 0.0
-        self._bars_in_pos = 0
-        self._last_sign = 0
+        self._pos_state = PositionTracker(engine.cfg.fee)
         self._last_source = ""
         self.errors = 0
         self.warmup_bars = 0
@@ -157,19 +193,13 @@ class EnsembleStrategy(Strategy):
     def _decide(self, ev: FeatureMatrix) -> None:
         ctx = ev.context
         close = float(ctx.get("close", float("nan")))
-        atr = float(ctx.get("atr14", 0.0))
         pos = self.position
-        sign = (pos > 0) - (pos < 0)
-        if sign != self._last_sign:  # a new position (or flat): its entry is this bar's close
-            self._entry_close, self._bars_in_pos = close, 0
-            self._last_sign = sign
-        elif sign:
-            self._bars_in_pos += 1
-        upnl_atr = sign * (close - self._entry_close) / atr if sign and atr > 0 else 0.0
+        upnl_atr, bars_in, dd_buffer = self._pos_state.update(pos, close,
+                                                              float(ctx.get("atr14", 0.0)))
         try:
             dec = self.engine.decide(ev.ts_ns, ev.values, self._strategic, close=close,
                                      position=pos, unrealized_atr=upnl_atr,
-                                     bars_in_position=self._bars_in_pos)
+                                     bars_in_position=bars_in, drawdown_buffer=dd_buffer)
         except Exception:  # noqa: BLE001 - an engine bug must not stop the session: hold
             self.errors += 1
             log.exception("ensemble_decide_failed", bar_id=ev.bar_id)

@@ -201,15 +201,20 @@ def test_time_budget_skips_a_slow_agent_only_when_on():
 
 
 def test_observe_gets_the_previous_input_action_and_reward():
+    """r~ of spec 4.0 / training/env.py: the step's position and fee over sigma of its start bar
+    (zero-mean EWMA std of the returns so far, floored at 5e-5: the floor before any return)."""
     a = FixedAgent("a")
-    e = engine([a])
+    e = engine([a])  # fee 2e-4 (1 bp + 1 bp slippage)
     tac, strat = matrices()
     e.decide(T0, tac, strat, close=100.0, position=0)
-    e.decide(T0 + BAR, tac, strat, close=101.0, position=1)  # sigma not known yet: reward 0
-    assert a.observed == [(BUY, 0.0)]
-    e.decide(T0 + 2 * BAR, tac, strat, close=102.01, position=1)
+    first = a.inputs[-1]
+    e.decide(T0 + BAR, tac, strat, close=101.0, position=1)  # went long at 100
+    inp, action, reward = first, *a.observed[-1]
+    assert action == BUY and reward == pytest.approx((0.01 - 2e-4) / 5e-5)
+    e.decide(T0 + 2 * BAR, tac, strat, close=102.01, position=1)  # held: +1 %, no fee
     action, reward = a.observed[-1]
-    assert action == BUY and reward == pytest.approx(0.01 / 0.01)  # long, +1 %, sigma 1 %
+    assert action == BUY and reward == pytest.approx(0.01 / 0.01)  # sigma = |first return|
+    assert len(a.observed) == 2
 
 
 def test_reset_clears_go_ahead_and_resets_agents():

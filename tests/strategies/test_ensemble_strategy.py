@@ -294,3 +294,23 @@ def test_replay_with_the_ensemble_records_agents_and_reports_them(monkeypatch, t
     assert decs and det["decisions"] == len(decs)
     assert {a["name"] for a in decs[0]["agents"]} == {"cql", "sac"}
     assert all("disagreement" in r and "scale" in r for r in decs)
+
+
+def test_position_tracker_mirrors_the_training_env():
+    """Same slots as training/env.py's _simulate for the same positions and closes."""
+    from himari.strategies.ensemble import PositionTracker
+    from himari.training.env import _simulate
+
+    closes = np.array([100.0, 101.0, 99.0, 98.0, 100.0, 103.0, 102.0])
+    atr = np.full(len(closes), 2.0)
+    actions = np.array([2, 1, 1, 0, 0, 1])  # BUY, hold, hold, SELL (close), SELL (short), hold
+    pos, _, state = _simulate(actions, closes, atr, np.ones(len(closes)), 2e-4, 0.05, 0)
+    tracker = PositionTracker(2e-4)
+    held = 0
+    for k in range(len(actions)):
+        upnl, bars, buffer = tracker.update(held, closes[k], atr[k])
+        assert state[k, 0] == held
+        assert upnl == pytest.approx(state[k, 1])
+        assert bars == state[k, 2]
+        assert buffer == pytest.approx(state[k, 3])
+        held = int(pos[k])
