@@ -207,9 +207,8 @@ def test_observe_gets_the_previous_input_action_and_reward():
     e = engine([a])  # fee 2e-4 (1 bp + 1 bp slippage)
     tac, strat = matrices()
     e.decide(T0, tac, strat, close=100.0, position=0)
-    first = a.inputs[-1]
     e.decide(T0 + BAR, tac, strat, close=101.0, position=1)  # went long at 100
-    inp, action, reward = first, *a.observed[-1]
+    action, reward = a.observed[-1]
     assert action == BUY and reward == pytest.approx((0.01 - 2e-4) / 5e-5)
     e.decide(T0 + 2 * BAR, tac, strat, close=102.01, position=1)  # held: +1 %, no fee
     action, reward = a.observed[-1]
