@@ -314,3 +314,47 @@ def test_position_tracker_mirrors_the_training_env():
         assert bars == state[k, 2]
         assert buffer == pytest.approx(state[k, 3])
         held = int(pos[k])
+
+
+def test_paper_session_with_the_ensemble(monkeypatch, tmp_path: Path, _restore_logging):
+    """`himari run` in paper mode (simulated exchange, live clock sped up, matrices warmed from
+    history): the ensemble decides with the time budget on and the session ends cleanly."""
+    fake_loaders(monkeypatch, {"cql": Agent("cql", (0.3, 0.3, 0.4)),
+                               "sac": Agent("sac", (0.5, 0.2, 0.3))})
+    cfg = tmp_path / "paper.toml"
+    cfg.write_text('[daemon]\nmode = "paper"\n[feed.synthetic]\nseed = 11\nn_ticks = 300000\n'
+                   '[live]\nspeed = 200000.0\nhistory_s = 86400.0\n[matrices]\nenabled = true\n'
+                   '[strategy]\nname = "ensemble"\n[strategy.params]\nagents = ["cql", "sac"]\n'
+                   'wait_for_strategic = false\n[log]\nlevel = "warning"\n')
+    out = tmp_path / "out"
+    assert main(["run", "--config", str(cfg), "--out", str(out), "--state-dir",
+                 str(tmp_path / "state")]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    det = rep["strategy"]["details"][0]
+    assert rep["mode"] == "paper" and det["decisions"] > 0
+    g = det["guards"]["cql"]  # a busy machine may push a call past the 500 us budget: counted
+    assert g["calls"] == det["decisions"] and g["ok"] + g["timeouts"] == g["calls"]
+    assert rep["final_position_lots"] == 0  # flattened at the stop
+
+
+def test_a_wrong_layout_checkpoint_exits_2_from_the_command_line(monkeypatch, tmp_path: Path,
+                                                                  capsys, _restore_logging):
+    from himari.decision.checkpoint import load_checkpoint, save_checkpoint
+
+    save_checkpoint(tmp_path / "ck", "cql", {"w": np.zeros(3, np.float32)},
+                    {"agent": "cql", "layout_version": "himari-decision-v0"})
+
+    def resolve(path: str):
+        def load(directory, name):  # the real checkpoint check, as every agent's load() does
+            load_checkpoint(directory, name, name)
+            return Agent(name)
+        return load
+
+    monkeypatch.setattr(registry, "resolve", resolve)
+    rc = main(["replay", "--quiet", "--out", str(tmp_path / "o"), "--set",
+               'strategy.name="ensemble"', "--set", 'strategy.params.agents=["cql"]', "--set",
+               f'strategy.params.checkpoint_dir="{tmp_path / "ck"}"', "--set",
+               "feed.synthetic.n_ticks=1000"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "layout_version='himari-decision-v0'" in err and "retrain" in err
