@@ -1,4 +1,4 @@
-"""Team aggregation: the tactical score vote (spec decision.md 2.4) and the strategic ensemble (3.3).
+"""Team aggregation: the tactical score vote (spec decision.md 2.4), the strategic ensemble (3.3).
 
 Both are pure functions of the team's per-agent probabilities (canonical order SELL, HOLD, BUY;
 entry head WAIT, EXECUTE, AGGRESSIVE), so they are tested against the spec's numbers without any

@@ -1,4 +1,4 @@
-"""The engine's run-time fill of the raw 257-value vector x (spec decision.md 4.0, decision/layout.py).
+"""The engine's run-time fill of the raw 257-value vector x (spec decision.md 4.0, layout.py).
 
 One Numba pass per closed 5-minute bar copies the matrix tails and writes the scalars.
 Values are raw (not z-scored): every agent z-scores x with the statistics in its own checkpoint.

@@ -56,7 +56,8 @@ class EnsembleDecision:
         for name, p, conf, w, lat, st in zip(self._names, self._probs, self._conf, self._weights,
                                              self._lat, self._status):
             if st == _OK:
-                out.append({"name": name, "vote": ACTIONS[_argmax3(p)], "probs": p, "confidence": conf,
+                out.append({"name": name, "vote": ACTIONS[_argmax3(p)], "probs": p,
+                            "confidence": conf,
                             "weight": w, "latency_us": lat // 1000, "status": "ok"})
             else:
                 out.append({"name": name, "vote": None, "probs": None, "confidence": None,

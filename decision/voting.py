@@ -5,7 +5,8 @@ D7 (spec decision.md, G37): every voter keeps a *shadow* position that follows i
 keeps) and earns the env reward r~ (spec 4.0) of that position:
     r~_t = (pos_t (C_{t+1} - C_t) / C_t - fee |pos_t - pos_{t-1}|) / sigma_t,
 sigma_t the EWMA (span 100) std of 5-minute returns, exactly as training/env.py computes it
-(zero mean, bias-corrected weights, returns up to C_t, floored at 5e-5), fee 1 bp + 1 bp slippage. Rewards are summed per UTC day (event time);
+(zero mean, bias-corrected weights, returns up to C_t, floored at 5e-5), fee 1 bp + 1 bp slippage.
+Rewards are summed per UTC day (event time);
 Sharpe_i = mean / sample std of the last 30 daily sums (not annualised); with fewer than 10 days
 every target weight is equal; otherwise raw_i = max(Sharpe_i, 0), w*_i = raw_i / sum(raw) (equal if
 all are 0), w <- 0.9 w + 0.1 w*, once per day at the first bar after 00:00 UTC. At each decision

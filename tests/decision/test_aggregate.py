@@ -24,7 +24,8 @@ def test_synergy_type_weights_are_the_spec_table():
     assert tactical_weights(2) == (0.4, 0.4, 0.2)
     assert tactical_weights(3) == (0.3, 0.5, 0.2)
     assert tactical_weights(4) == (0.35, 0.35, 0.3)
-    assert tactical_weights(0) == tactical_weights(9) == DEFAULT_TACTICAL_WEIGHTS == (0.33, 0.33, 0.34)
+    assert tactical_weights(0) == tactical_weights(9) == DEFAULT_TACTICAL_WEIGHTS
+    assert DEFAULT_TACTICAL_WEIGHTS == (0.33, 0.33, 0.34)
     for w in (*TACTICAL_WEIGHTS.values(), DEFAULT_TACTICAL_WEIGHTS):
         assert sum(w) == pytest.approx(1.0)
 

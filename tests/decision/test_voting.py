@@ -1,4 +1,4 @@
-"""D7 Sharpe-weighted voting, D8 disagreement scaling and abstention, D9 targets (spec decision.md)."""
+"""D7 Sharpe-weighted voting, D8 disagreement scaling and abstention, D9 targets (decision.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The `ensemble` strategy plug-in: config, agent loading rules, bus flow, decision records, replay."""
+"""The `ensemble` strategy plug-in: config, loading rules, bus flow, decision records, replay."""
 
 from __future__ import annotations
 
@@ -104,7 +104,8 @@ def sm(k: int, ready=True) -> FeatureMatrix:
 
 def bar(k: int, inst="X") -> Bar:
     return Bar(event_id=f"B{k}", ts_ns=T0 + k * BAR, instrument_id=inst, spec="5m", open=1,
-               high=1, low=1, close=1, volume=1, n_ticks=1, ts_open=T0 + (k - 1) * BAR, ts_close=T0 + k * BAR)
+               high=1, low=1, close=1, volume=1, n_ticks=1, ts_open=T0 + (k - 1) * BAR,
+               ts_close=T0 + k * BAR)
 
 
 def step(bus, k: int, *, strategic: bool = False, synergy: SynergyDetected | None = None,
@@ -282,7 +283,8 @@ def test_replay_with_the_ensemble_records_agents_and_reports_them(monkeypatch, t
                                "sac": Agent("sac", (0.4, 0.3, 0.3))})
     cfg = tmp_path / "c.toml"
     cfg.write_text('[feed.synthetic]\nn_ticks = 200000\n[strategy]\nname = "ensemble"\n'
-                   '[strategy.params]\nagents = ["cql", "sac"]\nwait_for_strategic = false\n[log]\nlevel = "warning"\n')
+                   '[strategy.params]\nagents = ["cql", "sac"]\nwait_for_strategic = false\n'
+                   '[log]\nlevel = "warning"\n')
     out = tmp_path / "out"
     assert main(["replay", "--config", str(cfg), "--out", str(out), "--quiet"]) == 0
     report = json.loads((out / "report.json").read_text())
