@@ -72,7 +72,7 @@ def test_time_budget_zero_is_off():
 
 
 def test_registry_loads_disables_and_refuses(monkeypatch, tmp_path):
-    """Missing module / checkpoint -> disabled (refused when required); bad checkpoint -> refused."""
+    """Missing module / checkpoint: disabled (refused when required); bad checkpoint: refused."""
     from himari.decision import registry
     from himari.decision.checkpoint import CheckpointError, CheckpointMissing
 
