@@ -19,7 +19,9 @@ the deepest fall survives); markers and table rows are capped, with a note (fill
 
 from __future__ import annotations
 
+import base64
 import html
+import importlib.util
 import json
 import math
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from himari.daemon.report import stats
 from himari.daemon.report.trades import ENTRY, EXIT, REVERSE, FillMark, TradeRow
@@ -67,7 +70,12 @@ def bucket(values: np.ndarray, max_points: int, how: str) -> np.ndarray:
     if how == "last":
         idx = edges[1:] - 1
     else:
-        idx = np.array([a + int(np.argmin(values[a:b])) for a, b in zip(edges[:-1], edges[1:])])
+        edges = np.unique(edges)  # every bucket non-empty
+        lows = np.minimum.reduceat(values, edges[:-1])
+        which = np.repeat(np.arange(lows.shape[0]), np.diff(edges))
+        hits = np.flatnonzero(values == lows[which])  # NaN-free input: each bucket has a hit
+        _, first = np.unique(which[hits], return_index=True)
+        idx = hits[first]
     return np.unique(np.concatenate(([0], idx, [n - 1])))
 
 
@@ -80,48 +88,62 @@ def _iso(ts_ns: int) -> str:
     return str(np.datetime64(int(ts_ns), "ns").astype("datetime64[ms]")).replace("T", " ")
 
 
-def figures(d: TearsheetInput) -> dict[str, Any]:
-    """The figures by section (plotly objects)."""
-    import plotly.graph_objects as go
+def arr(a: np.ndarray) -> dict[str, str]:
+    """A float64 array as plotly.js's typed-array spec (base64, little endian; NaN = a gap)."""
+    return {"dtype": "f8", "bdata": base64.b64encode(
+        np.ascontiguousarray(a, dtype="<f8").tobytes()).decode("ascii")}
 
-    def fig(title: str, ytitle: str, date_axis: bool = True) -> Any:
-        f = go.Figure()
-        f.update_layout(title=title, template="plotly_white", height=360,
-                        margin=dict(l=60, r=20, t=50, b=40), yaxis_title=ytitle,
-                        legend=dict(orientation="h", y=1.12))
-        if date_axis:
-            f.update_xaxes(type="date")
-        return f
 
-    out: dict[str, Any] = {}
+def decode(spec: Any) -> Any:
+    """The inverse of `arr` (for readers and tests); plain lists pass through."""
+    if isinstance(spec, dict) and "bdata" in spec:
+        dtype = np.dtype(spec["dtype"]).newbyteorder("<")
+        return np.frombuffer(base64.b64decode(spec["bdata"]), dtype=dtype)
+    return spec
+
+
+def _fig(title: str, ytitle: str, traces: list[dict[str, Any]], *,
+         xtype: str = "date") -> dict[str, Any]:
+    grid = {"gridcolor": "#eeeeee", "zerolinecolor": "#cccccc"}
+    return {"data": traces, "layout": {
+        "title": {"text": title}, "height": 360, "paper_bgcolor": "white",
+        "plot_bgcolor": "white", "margin": {"l": 60, "r": 20, "t": 50, "b": 40},
+        "legend": {"orientation": "h", "y": 1.12}, "hovermode": "closest",
+        "xaxis": {"type": xtype, **grid}, "yaxis": {"title": {"text": ytitle}, **grid}}}
+
+
+def _line(name: str, x: np.ndarray, y: np.ndarray, **extra: Any) -> dict[str, Any]:
+    return {"type": "scatter", "mode": "lines", "name": name, "x": arr(x), "y": arr(y), **extra}
+
+
+def figures(d: TearsheetInput) -> dict[str, dict[str, Any]]:
+    """The figures by section, as plotly figure dicts (plain JSON: building them through
+    plotly.graph_objects' validators took ~2 s a page)."""
+    out: dict[str, dict[str, Any]] = {}
     ts, eq = d.ts_ns, d.equity
     keep = bucket(eq, MAX_POINTS, "last")
     price = np.where(d.price_ticks >= 0, d.price_ticks.astype(np.float64) * float(d.tick_size),
                      np.nan)
 
-    f = fig(f"Equity ({d.currency}) against buy-and-hold of {d.instrument_id}", d.currency)
-    f.add_trace(go.Scatter(name="strategy", x=_ms(ts[keep]), y=eq[keep], mode="lines"))
+    traces = [_line("strategy", _ms(ts[keep]), eq[keep], line={"color": "#1f77b4"})]
     first = np.flatnonzero(np.isfinite(price) & (price > 0))
     if first.shape[0]:
         bh = d.starting_cash * price / price[first[0]]
-        f.add_trace(go.Scatter(name=f"buy-and-hold {d.instrument_id}", x=_ms(ts[keep]),
-                               y=bh[keep], mode="lines", line=dict(dash="dot")))
-    out["equity"] = f
+        traces.append(_line(f"buy-and-hold {d.instrument_id}", _ms(ts[keep]), bh[keep],
+                            line={"color": "#ff7f0e", "dash": "dot"}))
+    out["equity"] = _fig(f"Equity ({d.currency}) against buy-and-hold of {d.instrument_id}, "
+                         "same starting cash", d.currency, traces)
 
-    f = fig("Underwater: drawdown from the running peak", "drawdown %")
     peak = np.maximum.accumulate(eq) if eq.shape[0] else eq
     with np.errstate(divide="ignore", invalid="ignore"):
         dd = np.where(peak > 0, (eq / peak - 1.0) * 100.0, 0.0)
     low = bucket(dd, MAX_POINTS, "min")
-    f.add_trace(go.Scatter(name="drawdown", x=_ms(ts[low]), y=dd[low], mode="lines",
-                           fill="tozeroy", line=dict(color="#d62728")))
-    out["drawdown"] = f
+    out["drawdown"] = _fig("Underwater: drawdown from the running peak", "drawdown %", [
+        _line("drawdown", _ms(ts[low]), dd[low], fill="tozeroy", line={"color": "#d62728"})])
 
-    f = fig(f"{d.instrument_id}: price at each bar close, entries and exits", "price")
-    f.add_trace(go.Scatter(name="price", x=_ms(ts[keep]), y=price[keep], mode="lines",
-                           line=dict(color="#7f7f7f")))
+    traces = [_line("price", _ms(ts[keep]), price[keep], line={"color": "#7f7f7f"})]
     marks = [m for m in d.marks if m.instrument_id == d.instrument_id][:MAX_MARKERS]
-    styles = {  # (name, kinds, side, marker symbol, colour)
+    styles = {  # name: (kinds, side, marker symbol, colour)
         "long entry": ((ENTRY, REVERSE), 1, "triangle-up", "#2ca02c"),
         "short entry": ((ENTRY, REVERSE), -1, "triangle-down", "#d62728"),
         "exit (sell)": ((EXIT, REVERSE), -1, "x", "#1f77b4"),
@@ -129,46 +151,44 @@ def figures(d: TearsheetInput) -> dict[str, Any]:
     }
     for name, (kinds, side, symbol, colour) in styles.items():
         sel = [m for m in marks if m.kind in kinds and m.side == side]
-        f.add_trace(go.Scatter(
-            name=f"{name} ({len(sel)})", mode="markers",
-            x=_ms(np.array([m.ts_ns for m in sel], dtype=np.int64)),
-            y=np.array([m.price for m in sel], dtype=np.float64) * float(d.tick_size),
-            marker=dict(symbol=symbol, size=9, color=colour),
-            text=[f"{m.kind} {m.quantity} lots, decision {m.decision_id or '-'}" for m in sel],
-            hoverinfo="x+y+text"))
-    out["price"] = f
+        traces.append({
+            "type": "scatter", "mode": "markers", "name": f"{name} ({len(sel)})",
+            "x": arr(_ms(np.array([m.ts_ns for m in sel], dtype=np.int64))),
+            "y": arr(np.array([m.price for m in sel], dtype=np.float64) * float(d.tick_size)),
+            "marker": {"symbol": symbol, "size": 9, "color": colour},
+            "text": [f"{m.kind} {m.quantity} lots, decision {m.decision_id or '-'}" for m in sel],
+            "hoverinfo": "x+y+text"})
+    out["price"] = _fig(f"{d.instrument_id}: price at each bar close, entries and exits",
+                        "price", traces)
 
     daily = stats.daily_returns(ts, eq, d.starting_cash)
     _, periods = stats.calendar_of(ts)
     r = np.nan_to_num(daily.returns)
     if r.shape[0] >= ROLLING_DAYS + 1:
         roll = stats.rolling_sharpe(r, ROLLING_DAYS, periods)
-        f = fig(f"Rolling Sharpe: {ROLLING_DAYS} daily returns, annualised sqrt({periods})",
-                "Sharpe")
-        f.add_trace(go.Scatter(name="rolling Sharpe", x=_ms(daily.day_ns), y=roll, mode="lines"))
+        out["rolling"] = _fig(
+            f"Rolling Sharpe: {ROLLING_DAYS} daily returns, annualised sqrt({periods})", "Sharpe",
+            [_line("rolling Sharpe", _ms(daily.day_ns), roll)])
     else:
         window = int(min(500, max(20, eq.shape[0] // 20)))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            bar_r = np.diff(eq) / d.starting_cash if eq.shape[0] > 1 else np.zeros(0)
+        bar_r = np.diff(eq) / d.starting_cash if eq.shape[0] > 1 else np.zeros(0)
         roll = stats.rolling_sharpe(bar_r, window, 1)
-        k = bucket(np.nan_to_num(roll), MAX_POINTS, "last") if roll.shape[0] else np.zeros(0, int)
-        f = fig(f"Rolling per-bar Sharpe over {window} bars, NOT annualised (fewer than "
-                f"{ROLLING_DAYS + 1} days of data)", "mean / std per bar")
-        f.add_trace(go.Scatter(name="rolling per-bar Sharpe", x=_ms(ts[1:][k]) if k.shape[0]
-                               else np.zeros(0), y=roll[k], mode="lines"))
-    out["rolling"] = f
+        k = bucket(np.nan_to_num(roll), MAX_POINTS, "last")
+        out["rolling"] = _fig(
+            f"Rolling per-bar Sharpe over {window} bars, NOT annualised (fewer than "
+            f"{ROLLING_DAYS + 1} days of data)", "mean / std per bar",
+            [_line("rolling per-bar Sharpe", _ms(ts[1:][k]), roll[k])])
 
-    f = fig("Daily returns (UTC days)", "return %")
-    f.add_trace(go.Bar(name="daily return", x=_ms(daily.day_ns), y=r * 100.0,
-                       marker_color=np.where(r >= 0, "#2ca02c", "#d62728").tolist()))
-    out["daily"] = f
+    def bars(name: str, x: Any, y: np.ndarray) -> dict[str, Any]:
+        colours = np.where(y >= 0, "#2ca02c", "#d62728").tolist()
+        return {"type": "bar", "name": name, "x": x, "y": arr(y * 100.0),
+                "marker": {"color": colours}}
 
+    out["daily"] = _fig("Daily returns (UTC days)", "return %",
+                        [bars("daily return", arr(_ms(daily.day_ns)), r)])
     months, mret = stats.monthly_returns(daily)
-    f = fig("Monthly returns (compounded daily)", "return %", date_axis=False)
-    f.add_trace(go.Bar(name="monthly return", x=months, y=mret * 100.0,
-                       marker_color=np.where(mret >= 0, "#2ca02c", "#d62728").tolist()))
-    f.update_xaxes(type="category")
-    out["monthly"] = f
+    out["monthly"] = _fig("Monthly returns (compounded daily)", "return %",
+                          [bars("monthly return", months, mret)], xtype="category")
 
     rows = d.trades[:MAX_TRADE_ROWS]
     cols = {"#": [str(i + 1) for i in range(len(rows))],
@@ -184,12 +204,13 @@ def figures(d: TearsheetInput) -> dict[str, Any]:
             "entry decision": [t.entry_decision_id or "-" for t in rows],
             "exit decision": [t.exit_decision_id or "-" for t in rows]}
     shown = f"{len(rows)} of {len(d.trades)}" if len(rows) < len(d.trades) else f"{len(rows)}"
-    f = go.Figure(go.Table(header=dict(values=list(cols), align="left", fill_color="#eeeeee"),
-                           cells=dict(values=list(cols.values()), align="left")))
-    f.update_layout(title=f"Round trips ({shown}; every fill is in fills.csv)",
-                    height=max(300, min(900, 120 + 26 * len(rows))),
-                    margin=dict(l=10, r=10, t=50, b=10))
-    out["trades"] = f
+    out["trades"] = {"data": [{
+        "type": "table",
+        "header": {"values": list(cols), "align": "left", "fill": {"color": "#eeeeee"}},
+        "cells": {"values": list(cols.values()), "align": "left"}}],
+        "layout": {"title": {"text": f"Round trips ({shown}; every fill is in fills.csv)"},
+                   "height": max(300, min(900, 120 + 26 * len(rows))),
+                   "margin": {"l": 10, "r": 10, "t": 50, "b": 10}}}
     return out
 
 
@@ -211,9 +232,7 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def render(d: TearsheetInput, figs: dict[str, Any], plotly_js: str) -> str:
-    import plotly.io as pio
-
+def render(d: TearsheetInput, figs: dict[str, dict[str, Any]], plotly_js: str) -> str:
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(_fmt(v))}</td></tr>"
                    for k, v in d.summary.items())
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in d.notes)
@@ -229,7 +248,7 @@ def render(d: TearsheetInput, figs: dict[str, Any], plotly_js: str) -> str:
         f"<ul class='notes'>{notes}</ul></section>",
     ]
     for name in FIGURES:
-        spec = pio.to_json(figs[name], validate=False).replace("</", "<\\/")
+        spec = orjson.dumps(figs[name]).decode("utf-8").replace("</", "<\\/")
         parts.append(f"<section id='{name}'><div id='fig-{name}' class='figure'></div>"
                      f"<script type='application/json' id='fig-{name}-json'>{spec}</script>"
                      "</section>")
@@ -237,12 +256,20 @@ def render(d: TearsheetInput, figs: dict[str, Any], plotly_js: str) -> str:
     return "".join(parts)
 
 
-def write_tearsheet(path: Path, d: TearsheetInput) -> None:
-    from plotly.offline import get_plotlyjs
+def plotly_js() -> str:
+    """plotly.js as plotly (the Python package) ships it, read without importing the package
+    (its import costs ~0.3 s and is not needed to inline one file)."""
+    spec = importlib.util.find_spec("plotly")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("tearsheet.html needs the plotly package (pip install plotly)")
+    return (Path(spec.submodule_search_locations[0]) / "package_data" / "plotly.min.js").read_text(
+        encoding="utf-8")
 
+
+def write_tearsheet(path: Path, d: TearsheetInput) -> None:
     from himari.daemon.report.writers import atomic_write
 
-    page = render(d, figures(d), get_plotlyjs())
+    page = render(d, figures(d), plotly_js())
     atomic_write(path, page.encode("utf-8"))
 
 
