@@ -11,7 +11,7 @@ import numpy as np
 
 from himari import __version__
 from himari.daemon.report import metrics, stats
-from himari.daemon.report.writers import money, write_fills_csv, write_json
+from himari.daemon.report.writers import atomic_write, money, write_fills_csv, write_json
 
 TEARSHEET_NAME = "tearsheet.html"
 
@@ -144,8 +144,8 @@ def _plain(obj: Any) -> Any:
 
 
 def write_artifacts(session: "Session", out_dir: Path) -> dict[str, str]:
-    """Write fills.csv; return every file the run produces (the tearsheet comes later, from
-    `write_tearsheet`, outside the throughput figure)."""
+    """Write fills.csv and equity.csv; return every file the run produces (the tearsheet comes
+    later, from `write_tearsheet`, outside the throughput figure)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"report": str(out_dir / "report.json"), "fills": str(out_dir / "fills.csv"),
              "tearsheet": str(out_dir / TEARSHEET_NAME)}
@@ -154,6 +154,11 @@ def write_artifacts(session: "Session", out_dir: Path) -> dict[str, str]:
     if session.journal is not None:
         files["journal"] = str(session.journal.path)  # the state dir's when there is one
     write_fills_csv(out_dir / "fills.csv", session.fills, session.instruments)
+    ts, eq, pos = session.portfolio.curve.arrays()
+    # The equity curve as data (the walk-forward and notebooks read it; the tearsheet draws it).
+    files["equity_csv"] = str(out_dir / "equity.csv")
+    rows = "".join(f"{t},{e!r},{p}\n" for t, e, p in zip(ts.tolist(), eq.tolist(), pos.tolist()))
+    atomic_write(out_dir / "equity.csv", ("ts_ns,equity,position_lots\n" + rows).encode())
     return files
 
 

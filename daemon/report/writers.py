@@ -33,8 +33,8 @@ def money(x: Decimal) -> str:
 
 
 # equity.html / equity.png: what earlier versions wrote; still set aside so they never sit stale
-ARTIFACT_NAMES = ("report.json", "fills.csv", "tearsheet.html", "equity.html", "equity.png",
-                  "decisions.jsonl", "journal.jsonl")
+ARTIFACT_NAMES = ("report.json", "fills.csv", "equity.csv", "tearsheet.html", "equity.html",
+                  "equity.png", "decisions.jsonl", "journal.jsonl")
 PREVIOUS_DIR = "previous"
 
 
