@@ -2,7 +2,8 @@
 throughput figure), for equity curves of the default replay's size up to a long replay's.
 
 Each case builds a curve of N bar-close samples (a random walk, a fill every 20 bars, a round
-trip every 20 bars) and writes the page R times; prints p50/p99 seconds and the page size. Usage: python bench/bench_tearsheet.py [--repeat R]
+trip every 20 bars) and writes the page R times; prints p50/p99 seconds and the page size.
+Usage: python bench/bench_tearsheet.py [--repeat R]
 """
 
 from __future__ import annotations
