@@ -91,9 +91,10 @@ def build_report(session: "Session", files: dict[str, str], *, startup_seconds: 
                                           if replay_seconds + startup_seconds > 0 else 0.0),
         "seconds": {"startup": round(startup_seconds, 4), "loop": round(loop_seconds, 4),
                     "replay_to_report": round(replay_seconds, 4)},
-        "throughput_note": ("ticks_per_second = ticks / seconds.replay_to_report: from ready (config "
-                            "read, kernels compiled) through the feed, every stage and the report "
-                            "files; ticks_per_second_with_startup adds the start-up"),
+        "throughput_note": ("ticks_per_second = ticks / seconds.replay_to_report: from ready "
+                            "(config read, kernels compiled) through the feed, every stage, "
+                            "fills.csv and equity.csv; ticks_per_second_with_startup adds the "
+                            "start-up; the tearsheet is written after (seconds.tearsheet)"),
         "stage_latency_us": stages,
         "stage_latency_note": ("bars and venue_match: per batch (items = ticks); handlers: per "
                                "event, inclusive of the handlers they publish to synchronously"),
@@ -117,8 +118,9 @@ def performance_block(ts: np.ndarray, eq: np.ndarray, cash0: float,
     perf = {k: (round(v, 10) if isinstance(v, float) else v)
             for k, v in stats.performance(ts, eq, cash0).items()}
     have = np.flatnonzero(price_ticks > 0)
-    perf["buy_and_hold_return"] = (round(float(price_ticks[-1]) / float(price_ticks[have[0]]) - 1.0, 6)
-                                   if have.shape[0] and price_ticks[-1] > 0 else None)
+    perf["buy_and_hold_return"] = (
+        round(float(price_ticks[-1]) / float(price_ticks[have[0]]) - 1.0, 10)
+        if have.shape[0] and price_ticks[-1] > 0 else None)
     if perf["sharpe"] is not None:
         perf["sharpe"] = round(perf["sharpe"], 4)
     return perf

@@ -305,7 +305,8 @@ def tearsheet_input(session: Any, report: dict[str, Any]) -> TearsheetInput:
         "annual return": pct(perf.get("annual_return")),
         "annual volatility": pct(perf.get("annual_volatility")),
         "daily returns": perf.get("daily_returns"),
-        "calendar": f"{perf.get('calendar', '')} ({perf.get('periods_per_year', '')} periods a year)",
+        "calendar": (f"{perf.get('calendar', '')} "
+                     f"({perf.get('periods_per_year', '')} periods a year)"),
         "win rate": pct(report.get("win_rate")), "exposure": pct(report.get("exposure")),
     }
     notes = [str(report.get("sharpe_note", "")),

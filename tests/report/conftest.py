@@ -17,7 +17,8 @@ class Fill:
     def __init__(self, ts_ns: int, side: int, quantity: int, price: int, decision_id: str,
                  instrument_id: str = "BTCUSD") -> None:
         self.ts_ns, self.side, self.quantity, self.price = ts_ns, side, quantity, price
-        self.decision_id, self.instrument_id, self.fill_id = decision_id, instrument_id, "F" + decision_id
+        self.decision_id, self.instrument_id = decision_id, instrument_id
+        self.fill_id = "F" + decision_id
 
 
 def make_input(days: int = 40) -> TearsheetInput:

@@ -104,8 +104,8 @@ def test_underwater_curve_reaches_the_max_drawdown(tearsheet_file: Path,
     assert float(y.max()) <= 0.0
 
 
-def test_price_marks_every_entry_and_exit_with_its_decision(tearsheet_file: Path,
-                                                            tearsheet_input: TearsheetInput) -> None:
+def test_price_marks_every_entry_and_exit_with_its_decision(
+        tearsheet_file: Path, tearsheet_input: TearsheetInput) -> None:
     d = tearsheet_input
     fig = read(tearsheet_file).figs["fig-price-json"]
     np.testing.assert_allclose(decode(trace(fig, "price")["y"]), d.price_ticks * 0.25)
@@ -119,8 +119,8 @@ def test_price_marks_every_entry_and_exit_with_its_decision(tearsheet_file: Path
     assert "decision D-R-1" in long_in["text"][0] and "decision D-R-3" in exit_buy["text"][0]
 
 
-def test_returns_figures_hold_the_daily_and_monthly_returns(tearsheet_file: Path,
-                                                           tearsheet_input: TearsheetInput) -> None:
+def test_returns_figures_hold_the_daily_and_monthly_returns(
+        tearsheet_file: Path, tearsheet_input: TearsheetInput) -> None:
     d = tearsheet_input
     figs = read(tearsheet_file).figs
     daily = stats.daily_returns(d.ts_ns, d.equity, d.starting_cash)
