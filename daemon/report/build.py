@@ -150,7 +150,8 @@ def write_artifacts(session: "Session", out_dir: Path) -> dict[str, str]:
     later, from `write_tearsheet`, outside the throughput figure)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"report": str(out_dir / "report.json"), "fills": str(out_dir / "fills.csv"),
-             "tearsheet": str(out_dir / TEARSHEET_NAME)}
+             "tearsheet": str(out_dir / TEARSHEET_NAME),
+             "equity": str(out_dir / TEARSHEET_NAME)}  # the key of the old equity.html chart
     if session.recorder is not None:
         files["decisions"] = str(session.recorder.path)
     if session.journal is not None:
@@ -203,7 +204,10 @@ def summary_text(report: dict[str, Any]) -> str:
     lines.append("  stage latency (us)            p50        p99      count")
     for stage, s in sorted(report["stage_latency_us"].items()):
         lines.append(f"    {stage:<26} {s['p50']:>9.2f} {s['p99']:>10.2f} {s['count']:>10,}")
-    for name, path in report.get("files", {}).items():
+    files = report.get("files", {})
+    for name, path in files.items():
+        if name == "equity" and path == files.get("tearsheet"):
+            continue  # the old key, kept for readers of report.json: the same file
         lines.append(f"  wrote {name}: {path}")
     return "\n".join(lines)
 

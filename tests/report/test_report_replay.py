@@ -52,7 +52,7 @@ def test_replay_writes_the_tearsheet_and_an_honest_sharpe(tmp_path: Path) -> Non
             "--set", "replay.progress=false"]
     assert main(args) == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["files"]["tearsheet"] == str(out / "tearsheet.html")
+    assert report["files"]["tearsheet"] == report["files"]["equity"] == str(out / "tearsheet.html")
     assert not (out / "equity.html").exists() and (out / "previous" / "equity.html").exists()
     assert report["sharpe"] is None  # a few hours of data: no annualised figure, and it says so
     assert report["sharpe_note"].startswith("insufficient data for an annualised Sharpe")
