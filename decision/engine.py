@@ -119,6 +119,7 @@ class DecisionEngine:
         self._go_synergy = (0, 0)  # type, direction
         self._go_left = 0
         self._vol30 = 1.0
+        self._regime = self._regime_now()
         self._strat_seen: Any = None
         self._strat_ok: np.ndarray | None = None
         self._prev_inp: AgentInput | None = None
@@ -138,8 +139,9 @@ class DecisionEngine:
         except InputError:
             self.counters["invalid_strategic"] += 1
             self._strategic_result = None
-            return
-        self._strategic_result = self._run_strategic(ts_ns, m, synergy_conf, synergy_dir)
+        else:
+            self._strategic_result = self._run_strategic(ts_ns, m, synergy_conf, synergy_dir)
+        self._regime = self._regime_now()
 
     def on_synergy(self, ts_ns: int, strategic: Any, synergy_type: int, direction: int,
                    confidence: float) -> StrategicResult | None:
@@ -185,6 +187,10 @@ class DecisionEngine:
     # ---- 5-minute decision
 
     def regime(self) -> int:
+        """The regime decisions use now (it changes only with a new strategic matrix)."""
+        return self._regime
+
+    def _regime_now(self) -> int:
         """decision/regime.py's rule on the latest strategic ensemble (crisis only with a
         threshold from training)."""
         res = self._strategic_result
