@@ -28,8 +28,7 @@ import msgspec
 import numpy as np
 
 from himari.decision.agent import Agent, AgentInput
-from himari.decision.aggregate import (STRATEGIC_INITIAL_WEIGHTS, StrategicResult,
-                                       aggregate_tactical, strategic_ensemble)
+from himari.decision.aggregate import StrategicResult, aggregate_tactical, strategic_ensemble
 from himari.decision.features import strategic_inputs
 from himari.decision.features_rt import fill_vector, new_vector
 from himari.decision.guard import (BENCH_AFTER, COOLDOWN_NS, AgentGuard, InputError, check_matrix,
@@ -70,7 +69,6 @@ class DecisionEngine:
     def __init__(self, agents: dict[str, Agent], *, voters: Sequence[str] | None = None,
                  tactical_team: TacticalTeamLike | None = None,
                  strategic_team: StrategicTeamLike | None = None,
-                 strategic_weights: Sequence[float] = STRATEGIC_INITIAL_WEIGHTS,
                  cfg: EngineConfig | None = None, instrument_id: str = "",
                  feature_fn: Callable[..., np.ndarray] | None = None) -> None:
         """`agents`: loaded D-agents by name. `voters`: who votes, in order (default: every agent,
@@ -81,7 +79,6 @@ class DecisionEngine:
         self.agents = dict(agents)
         self.tactical_team = tactical_team
         self.strategic_team = strategic_team
-        self.strategic_weights = tuple(strategic_weights)
         if voters is None:
             voters = [*self.agents, *([TACTICAL] if tactical_team is not None else []),
                       *([STRATEGIC] if strategic_team is not None else [])]

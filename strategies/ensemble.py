@@ -295,8 +295,6 @@ def build(cfg: EnsembleConfig, *, instrument: Instrument, bus: Bus, clock: Clock
     engine = DecisionEngine(agents, voters=voters,
                             tactical_team=loaded.get(TACTICAL),
                             strategic_team=strategic_team,
-                            strategic_weights=getattr(strategic_team, "weights",
-                                                      (0.4, 0.35, 0.25)),
                             cfg=engine_cfg, instrument_id=instrument.id)
     log.info("ensemble_ready", voters=voters, disabled=sorted(disabled), time_budget_us=budget,
              checkpoint_dir=str(directory))
