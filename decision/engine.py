@@ -124,6 +124,32 @@ class DecisionEngine:
         self._prev_close: float | None = None
         self._prev_pos = 0
 
+    def warm_up(self) -> None:
+        """One call of every agent and team on neutral inputs, then `reset()`: JIT compilation
+        and first-call costs land in start-up, not in the first live decision (a failure here is
+        left to the guarded calls later)."""
+        from himari.decision.features import STRATEGIC_NEUTRAL
+
+        tac = np.zeros((TACTICAL_ROWS, TACTICAL_COLS), np.float32)
+        strat = np.tile(STRATEGIC_NEUTRAL, (STRATEGIC_ROWS, 1)).astype(np.float32)
+        x = fill_vector(new_vector(), 0, tac, strat, 2, 2.0, 0, 0.0, 0, 1.0)
+        inp = AgentInput(ts_ns=0, instrument_id=self.instrument_id, x=x, tactical=tac,
+                         strategic=strat, regime=2, target_sharpe=2.0, position=0)
+        for agent in self.agents.values():
+            try:
+                agent.act(inp)
+                agent.observe(inp, HOLD, 0.0)
+            except Exception:  # noqa: BLE001 - counted when it happens in a real decision
+                pass
+        for call in (lambda: self.tactical_team.probs(tac) if self.tactical_team else None,
+                     lambda: self.strategic_team.probs(*strategic_inputs(strat, None, 0), 1.0)
+                     if self.strategic_team else None):
+            try:
+                call()
+            except Exception:  # noqa: BLE001
+                pass
+        self.reset()
+
     # ---- 30-minute side: strategic matrix, synergy events
 
     def on_strategic(self, ts_ns: int, values: Any, volatility_30: float = 1.0,

@@ -296,6 +296,7 @@ def build(cfg: EnsembleConfig, *, instrument: Instrument, bus: Bus, clock: Clock
                             tactical_team=loaded.get(TACTICAL),
                             strategic_team=strategic_team,
                             cfg=engine_cfg, instrument_id=instrument.id)
+    engine.warm_up()  # compile / first calls now, in start-up, not in the first decision
     log.info("ensemble_ready", voters=voters, disabled=sorted(disabled), time_budget_us=budget,
              checkpoint_dir=str(directory))
     return EnsembleStrategy(engine, instrument.id, lots, bus, clock, ids, cache, strategy_id,

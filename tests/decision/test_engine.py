@@ -269,3 +269,13 @@ def test_run_time_x_equals_features_feature_vector(seed, regime, pos, upnl, bars
     ref = feature_vector(tac, strat, regime, sharpe,
                          PositionState(sign, upnl if sign else 0.0, bars if sign else 0.0, dd), ts)
     assert np.array_equal(mine, ref)
+
+
+def test_warm_up_calls_every_agent_once_then_resets():
+    a = FixedAgent("a")
+    tac_team, strat_team = FakeTacticalTeam(), FakeStrategicTeam()
+    e = engine([a], tactical_team=tac_team, strategic_team=strat_team)
+    e.warm_up()
+    assert a.calls == 1 and tac_team.calls == 1 and strat_team.calls == 1
+    assert a.resets == 2  # at construction and after the warm-up
+    assert e.counters["decisions"] == 0 and e.stats()["guards"]["a"]["calls"] == 0
