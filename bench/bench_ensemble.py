@@ -27,6 +27,7 @@ import numpy as np
 
 from himari.decision import registry
 from himari.decision.agent import AgentInput, Vote
+from himari.decision.aggregate import aggregate_tactical
 from himari.decision.engine import STRATEGIC, TACTICAL, DecisionEngine
 from himari.decision.registry import AGENTS, TEAMS, checkpoint_dir, load_all
 
@@ -207,6 +208,24 @@ def main() -> None:
     print(f"  CPU time per decision (mean, thread time, less sensitive to other processes): "
           f"full {cpu_full:.1f} us, engine alone {cpu_null:.1f} us (both include the bench "
           "loop's own input generation)")
+
+    # The teams run outside `decide`'s per-bar loop (tactical only after a go-ahead, strategic on
+    # a 30-minute matrix or a synergy): timed directly, with the engine's own glue.
+    rng = np.random.default_rng(4)
+    tac = rng.standard_normal((60, 7)).astype(np.float32)
+    strat = rng.standard_normal((48, 13)).astype(np.float32)
+    eng = build_engine(objs)
+    for label, fn in (("tactical", lambda: aggregate_tactical(*objs[TACTICAL].probs(tac), 2, 1)),
+                      ("strategic", lambda: eng._run_strategic(T0, strat, 0.8, 1))):
+        for _ in range(50):
+            fn()
+        lat = []
+        for _ in range(min(args.decisions, 2000)):
+            t0 = time.perf_counter_ns()
+            fn()
+            lat.append((time.perf_counter_ns() - t0) / 1000.0)
+        print(f"  {label + '*':<12}{pct(lat, 50):>10.1f}{pct(lat, 99):>10.1f}{len(lat):>8}  "
+              f"{labels[label]}: team + aggregation, timed directly")
 
     mem = build_engine(objs)
     decisions(mem, 200)
