@@ -8,8 +8,17 @@ unparseable or missing field, a field-count mismatch, non-finite or non-positive
 non-finite size, a price off the given tick grid, bid > ask, or a bar with L > min(O, C) or
 H < max(O, C) (spec features.md 1.8 and 5.1).
 
-Grid: the tick size comes from the caller or is inferred as the coarsest power of ten that every
-valid price fits (values.infer_step); the lot size likewise from the sizes (1 when there are none).
+Grid: the tick size comes from the caller or is inferred as the greatest common step of the valid
+prices (values.infer_tick: a 0.25 grid quoted with two decimals has tick 0.25); the lot size is the
+coarsest power of ten (at most 1) that every size fits (1 when there are none). A price off a given
+tick is a malformed row, counted (`off_tick`), never rounded; a size off the lot is rounded to the
+nearest lot and counted (`off_lot`).
+
+Side: a code the feed does not know (nor `feed.side_codes`) replays as side 0 and is counted
+(`side_unknown`, with the first codes in `side_codes_unknown`): the trade is kept.
+
+A file with no usable row (a header only, or every row malformed) is a FeedError naming the file
+and its first bad lines: a replay of zero ticks is never a success.
 
 Time order (`out_of_order`): "drop" skips a row older than the latest accepted one (for bars also a
 repeated bar time), "sort" stably sorts by time, "fail" raises FeedError naming the line.
@@ -28,6 +37,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from himari.daemon.events import TickBatch
 from himari.daemon.feeds.base import MAX_MALFORMED_KEPT, FeedError, FeedStats, plural
@@ -36,7 +47,7 @@ from himari.daemon.feeds.tables import RawTable, norm, read_table
 
 __all__ = ["FeedError", "FileFeed", "bars_to_ticks", "open_file_feed"]
 from himari.daemon.feeds.timeparse import parse_timestamps
-from himari.daemon.feeds.values import infer_step, to_float, to_grid, to_side
+from himari.daemon.feeds.values import infer_step, infer_tick, to_float, to_grid, to_side
 from himari.daemon.instruments import Instrument
 
 
@@ -108,22 +119,29 @@ def _number_checks(probs: _Problems, role: str, *, price: bool) -> np.ndarray:
 
 
 def _grid(probs: _Problems, values: dict[str, np.ndarray], step: Decimal | None,
-          what: str) -> tuple[dict[str, np.ndarray], Decimal]:
+          what: str, stats: FeedStats) -> tuple[dict[str, np.ndarray], Decimal]:
     """Convert to int multiples of `step` (inferred from the good rows if None)."""
     if not values:
         return {}, step or Decimal(1)
     good = ~probs.bad
     exact = step is not None
     if step is None:
-        step, _ = infer_step(np.concatenate([v[good] for v in values.values()]))
+        infer = infer_tick if what == "tick" else infer_step
+        step, _ = infer(np.concatenate([v[good] for v in values.values()]))
     out = {}
+    off_rows = np.zeros(len(good), dtype=bool)
     for role, v in values.items():
         ints, on_grid = to_grid(v, step)
+        off_rows |= good & ~on_grid & np.isfinite(v)
         if what == "tick":
             if exact:
                 probs.add(good & ~on_grid, f"{role} {{v}} is not a multiple of the tick size {step}", role)
             probs.add(good & (ints <= 0), f"{role} {{v}} does not fit the tick size {step}", role)
-        out[role] = ints  # sizes are rounded to the nearest lot, never rejected for it
+        out[role] = ints  # sizes are rounded to the nearest lot (counted), never rejected for it
+    if what == "tick":
+        stats.off_tick = int(off_rows.sum())
+    else:
+        stats.off_lot = int(off_rows.sum())
     return out, step
 
 
@@ -175,6 +193,15 @@ def bars_to_ticks(ts_open: np.ndarray, o: np.ndarray, h: np.ndarray, lo: np.ndar
     return ts, px, sz
 
 
+def _nothing_usable(name: str, raw: RawTable, stats: FeedStats) -> str:
+    if stats.rows == 0:
+        return (f"{name}: no data rows" + (" (a header only)" if raw.header else "") +
+                "; nothing to replay")
+    first = "; ".join(f"line {line}: {reason}" for line, reason in stats.malformed_rows[:5])
+    return (f"{name}: all {plural(stats.rows, 'data row')} are malformed, nothing to replay; "
+            f"first bad lines: {first}")
+
+
 def _period_text(seconds: float) -> str:
     for unit, name in ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second")):
         if seconds >= unit and seconds % unit == 0:
@@ -208,10 +235,9 @@ def open_file_feed(path: str | Path, cfg: FeedConfig, instrument_id: str,
         col = raw.roles["side"]
         maker = (cfg.side_semantics == "buyer_maker" or
                  (cfg.side_semantics == "auto" and "maker" in norm(col)))
-        side, side_bad = to_side(raw.data["side"], maker)
-        probs.add(side_bad, "unparseable side {v}", "side")
-    ticks, tick = _grid(probs, prices, tick_size, "tick")
-    lots, lot = _grid(probs, sizes, lot_size, "lot")
+        side, side_unknown = to_side(raw.data["side"], maker, cfg.side_codes)
+    ticks, tick = _grid(probs, prices, tick_size, "tick", stats)
+    lots, lot = _grid(probs, sizes, lot_size, "lot", stats)
     if raw.kind == "quotes":
         probs.add(~probs.bad & (ticks["bid"] > ticks["ask"]), "bid > ask: {v}", ("bid", "ask"))
     if raw.kind == "bars":
@@ -221,8 +247,20 @@ def open_file_feed(path: str | Path, cfg: FeedConfig, instrument_id: str,
         probs.add(good & (h < np.maximum(o, c)), "bar high < max(open, close): {v}", price_roles)
     probs.record(stats)
 
-    keep = _order(raw, ts, np.flatnonzero(~probs.bad), cfg, raw.kind == "bars", stats)
     name = p.name
+    good = np.flatnonzero(~probs.bad)
+    if good.size == 0:
+        raise FeedError(_nothing_usable(name, raw, stats))
+    keep = _order(raw, ts, good, cfg, raw.kind == "bars", stats)
+    if side is not None:
+        unknown_kept = side_unknown[keep]
+        stats.side_unknown = int(unknown_kept.sum())
+        if stats.side_unknown:
+            codes = pa.array(raw.data["side"]).take(pa.array(keep[unknown_kept]))
+            if pa.types.is_dictionary(codes.type):
+                codes = codes.dictionary_decode()
+            stats.side_codes_unknown = [str(c) for c in pc.unique(codes.slice(0, 100_000))
+                                        .to_pylist()[:10]]
     bar_seconds = None
     if raw.kind == "trades":
         size = lots["size"][keep] if "size" in lots else None
@@ -265,6 +303,14 @@ def open_file_feed(path: str | Path, cfg: FeedConfig, instrument_id: str,
                 + ("volume split in equal lots, remainder on the close" if vol is not None
                    else "no volume: size 0 per tick"))
     text += f"; tick size {tick}, lot size {lot}"
+    if stats.off_tick:
+        text += f"; {plural(stats.off_tick, 'price')} finer than the tick size {tick} refused"
+    if stats.off_lot:
+        text += f"; {plural(stats.off_lot, 'size')} rounded to the lot size {lot}"
+    if stats.side_unknown:
+        shown = ", ".join(repr(c) for c in stats.side_codes_unknown)
+        text += (f"; {plural(stats.side_unknown, 'tick')} with an unknown side code ({shown}) "
+                 "replayed as side 0 (map codes with feed.side_codes)")
     if stats.malformed:
         text += f"; {plural(stats.malformed, 'malformed row')} skipped"
     if stats.out_of_order:

@@ -5,8 +5,11 @@ bid, ask, bid_size, ask_size, open, high, low, close, volume) to columns by conf
 names, decide the kind (bars if open/high/low/close, quotes if bid/ask, trades if price; without a
 header by the values: OHLC ordering, or two close positive columns as bid <= ask), then parse.
 
-Happy path: `pyarrow.csv.read_csv` with explicit types (float64 for numbers, text for time and
-side) and `ignore_empty_lines=False`, so row i is line i + 1 + header lines. On any parse error
+Happy path: `pyarrow.csv.read_csv` with explicit types (float64 for numbers, int64 for a time
+column whose sampled values are all integers (epoch s/ms/us/ns: exact, no float64 on the way),
+else text; dictionary-encoded text for the side) and `ignore_empty_lines=False`, so row i is
+line i + 1 + header lines. If the integer time column does not hold (a corrupt row) it is read
+again as text. On any parse error
 (a corrupt field, a short row) the slow path reads the file as lines (a zero-copy Arrow string
 array over the bytes), splits them with pyarrow.compute and keeps every field as text; rows with a
 wrong field count are recorded with their line numbers and the text is converted per value later.
@@ -52,6 +55,8 @@ _AUTO = {  # normalized names (lower case, letters and digits only), first match
     "side": ("buyermaker", "isbuyermaker", "side", "aggressorside", "takerside", "aggressor"),
 }
 _NUM = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_INT = re.compile(r"^[+-]?(\d{1,18}|[1-8]\d{18})$")  # fits int64
+_SIDE_TYPE = pa.dictionary(pa.int32(), pa.string())
 
 
 @dataclass
@@ -238,19 +243,29 @@ def _read_csv(path: Path, cfg: FeedConfig) -> RawTable:
     used = _used(kind, roles)
     skip = leading + (1 if header else 0)
     names = [f"c{i}" for i in range(max(ncols, len(columns)))]
-    types = {names[j]: (pa.string() if r in TEXT_ROLES else pa.float64()) for r, j in used.items()}
+    types = {names[j]: (pa.float64() if r not in TEXT_ROLES else _SIDE_TYPE if r == "side"
+                        else pa.string()) for r, j in used.items()}
+    ts_col = names[used["ts"]]
+    if _integer_times(data_rows, used["ts"], cfg):
+        types[ts_col] = pa.int64()
     raw = RawTable(path=str(path), source="csv", kind=kind, columns=columns, header=header,
                    roles={r: columns[j] for r, j in used.items()}, data={}, lines=np.zeros(0, np.int64))
-    try:
-        table = pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(column_names=names, skip_rows=skip),
-            parse_options=pacsv.ParseOptions(delimiter=delim, ignore_empty_lines=False),
-            convert_options=pacsv.ConvertOptions(
-                include_columns=sorted(types), column_types=types, null_values=[""],
-                strings_can_be_null=True, quoted_strings_can_be_null=True))
-    except pa.ArrowInvalid:
-        return _read_csv_lines(path, raw, used, delim, skip, len(names))
+    while True:
+        try:
+            table = pacsv.read_csv(
+                path,
+                read_options=pacsv.ReadOptions(column_names=names, skip_rows=skip,
+                                               block_size=1 << 22),
+                parse_options=pacsv.ParseOptions(delimiter=delim, ignore_empty_lines=False),
+                convert_options=pacsv.ConvertOptions(
+                    include_columns=sorted(types), column_types=types, null_values=[""],
+                    strings_can_be_null=True, quoted_strings_can_be_null=True))
+            break
+        except pa.ArrowInvalid:
+            if types[ts_col] == pa.int64():  # a corrupt time somewhere: text, judged per row
+                types[ts_col] = pa.string()
+                continue
+            return _read_csv_lines(path, raw, used, delim, skip, len(names))
     cols = {r: table.column(names[j]).combine_chunks() for r, j in used.items()}
     lines = np.arange(1, table.num_rows + 1, dtype=np.int64) + skip
     blank = np.ones(table.num_rows, dtype=bool)
@@ -262,6 +277,13 @@ def _read_csv(path: Path, cfg: FeedConfig) -> RawTable:
         lines = lines[~blank]
     raw.data, raw.lines, raw.blank = cols, lines, int(blank.sum())
     return raw
+
+
+def _integer_times(rows: list[list[str]], j: int, cfg: FeedConfig) -> bool:
+    if cfg.ts_format or cfg.ts_unit == "iso":
+        return False
+    values = [r[j].strip().strip('"').strip() for r in rows[:200] if j < len(r)]
+    return bool(values) and all(_INT.match(v) for v in values)
 
 
 def _line_array(path: Path) -> pa.Array:
