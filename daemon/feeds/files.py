@@ -53,8 +53,11 @@ from himari.daemon.instruments import Instrument
 
 class FileFeed:
     def __init__(self, *, path: str, instrument: Instrument, kind: str, describe: str,
-                 ticks: TickBatch, stats: FeedStats, batch_size: int, bar_seconds: float | None) -> None:
+                 ticks: TickBatch, stats: FeedStats, batch_size: int, bar_seconds: float | None,
+                 roles: dict[str, str] | None = None) -> None:
         self.path = path
+        self.roles = roles or {}  # role -> the file's column it was read from
+        self.catalog = ""  # "", "stored" or "read" (daemon/catalog.py)
         self.instrument = instrument
         self.kind = kind
         self.describe = describe
@@ -66,6 +69,31 @@ class FileFeed:
     @property
     def expected_ticks(self) -> int:
         return len(self._ticks)
+
+    @property
+    def first_ts(self) -> int:
+        return int(self._ticks.ts_ns[0]) if len(self._ticks) else 0
+
+    @property
+    def last_ts(self) -> int:  # rows are in time order once read (out_of_order drop/sort/fail)
+        return int(self._ticks.ts_ns[-1]) if len(self._ticks) else 0
+
+    @property
+    def ticks(self) -> TickBatch:
+        return self._ticks
+
+    def drop_before(self, t_ns: int) -> int:
+        """Drop the ticks older than `t_ns` (an earlier file's last tick; for bars also at it),
+        counted as out of order; returns how many."""
+        ts = self._ticks.ts_ns
+        cut = int(np.searchsorted(ts, t_ns, side="right" if self.bar_seconds else "left"))
+        if cut:
+            self._ticks = self._ticks.slice(cut, len(self._ticks))
+            self.stats.out_of_order += cut
+            self.stats.ticks = len(self._ticks)
+            self.describe += (f"; {plural(cut, 'tick')} older than the previous file's last tick "
+                              "dropped")
+        return cut
 
     def batches(self) -> Iterator[TickBatch]:
         n, step = len(self._ticks), self._batch_size
@@ -302,6 +330,10 @@ def open_file_feed(path: str | Path, cfg: FeedConfig, instrument_id: str,
                 f"close) = {plural(len(batch), 'tick')}; "
                 + ("volume split in equal lots, remainder on the close" if vol is not None
                    else "no volume: size 0 per tick"))
+    if raw.guessed:
+        text += ("; column names not known, columns chosen by their values: "
+                 + ", ".join(f"{r}={c!r}" for r, c in raw.roles.items())
+                 + " (name them with feed.columns)")
     text += f"; tick size {tick}, lot size {lot}"
     if stats.off_tick:
         text += f"; {plural(stats.off_tick, 'price')} finer than the tick size {tick} refused"
@@ -319,5 +351,6 @@ def open_file_feed(path: str | Path, cfg: FeedConfig, instrument_id: str,
     stats.ticks = len(batch)
     instrument = Instrument(id=instrument_id, tick_size=tick, lot_size=lot, currency=cfg.currency)
     return FileFeed(path=str(p), instrument=instrument, kind=raw.kind, describe=text[0].upper() + text[1:],
-                    ticks=batch, stats=stats, batch_size=cfg.batch_size, bar_seconds=bar_seconds)
+                    ticks=batch, stats=stats, batch_size=cfg.batch_size, bar_seconds=bar_seconds,
+                    roles=dict(raw.roles))
 

@@ -74,6 +74,7 @@ class RawTable:
     bad_reasons: list[str] = field(default_factory=list)
     blank: int = 0
     slow_path: bool = False
+    guessed: bool = False  # the header's names were unknown: the values chose the columns
 
 
 def norm(name: str) -> str:
@@ -120,7 +121,9 @@ def _decide_kind(cfg: FeedConfig, roles: dict[str, int]) -> str | None:
     return None
 
 
-def _by_name(columns: list[str], cfg: FeedConfig, path: Path) -> tuple[str, dict[str, int]]:
+def _by_name(columns: list[str], cfg: FeedConfig, path: Path,
+             sample: list[list[str]] | None = None) -> tuple[str, dict[str, int], bool]:
+    """-> (kind, roles, whether the values had to decide because the names did not)."""
     roles = _explicit(columns, cfg, path)
     normed = [norm(c) for c in columns]
     for role, names in _AUTO.items():
@@ -138,6 +141,11 @@ def _by_name(columns: list[str], cfg: FeedConfig, path: Path) -> tuple[str, dict
         if hits:
             roles["ts"] = hits[0]
     kind = _decide_kind(cfg, roles)
+    if kind is None and sample:  # names never seen: the values decide (as without a header)
+        try:
+            return (*_by_values(columns, sample, roles, cfg, path), True)
+        except FeedError:
+            pass
     if kind is None:
         raise FeedError(f"{path.name}: cannot tell trades, quotes or bars from its columns "
                         f"({', '.join(columns)}); set feed.format and feed.columns")
@@ -145,7 +153,7 @@ def _by_name(columns: list[str], cfg: FeedConfig, path: Path) -> tuple[str, dict
         roles["volume"] = roles["size"]
     if kind == "trades" and "size" not in roles and "volume" in roles:
         roles["size"] = roles["volume"]
-    return kind, roles
+    return kind, roles, False
 
 
 def _floats(rows: list[list[str]], j: int) -> np.ndarray:
@@ -159,11 +167,31 @@ def _floats(rows: list[list[str]], j: int) -> np.ndarray:
 def _by_position(ncols: int, sample: list[list[str]], cfg: FeedConfig,
                  path: Path) -> tuple[str, dict[str, int]]:
     columns = [str(i) for i in range(ncols)]
-    roles = _explicit(columns, cfg, path)
-    roles.setdefault("ts", 0)
+    return _by_values(columns, sample, _explicit(columns, cfg, path), cfg, path)
+
+
+def _by_values(columns: list[str], sample: list[list[str]], roles: dict[str, int],
+               cfg: FeedConfig, path: Path) -> tuple[str, dict[str, int]]:
+    """Roles from the sampled values: time first (a time-like name, else the first column), then
+    OHLC, bid <= ask or price by the numeric columns, and a text column with few distinct values
+    as the side."""
+    ncols = len(columns)
+    roles = dict(roles)
+    if "ts" not in roles:
+        timeish = [j for j, c in enumerate(columns) if j not in roles.values() and
+                   any(w in norm(c) for w in ("time", "date", "epoch", "zeit", "nanos", "ts"))]
+        roles["ts"] = timeish[0] if timeish else 0
     free = [j for j in range(ncols) if j not in roles.values()]
     values = {j: _floats(sample, j) for j in free}
     numeric = [j for j in free if np.mean(np.isfinite(values[j])) >= 0.9]
+    if "side" not in roles:
+        for j in free:
+            if j in numeric:
+                continue
+            words = {r[j].strip().strip('"').lower() for r in sample if j < len(r)}
+            if 0 < len(words) <= 8 and all(len(w) <= 12 for w in words):
+                roles["side"] = j
+                break
     kind = _decide_kind(cfg, roles)
     if kind is None and len(numeric) >= 4:
         o, h, lo, c = (values[j] for j in numeric[:4])
@@ -235,10 +263,11 @@ def _read_csv(path: Path, cfg: FeedConfig) -> RawTable:
     ncols = max(set(counts), key=counts.count)  # the usual field count (a corrupt row may lead)
     if header:
         columns = first + [str(i) for i in range(len(first), ncols)]
-        kind, roles = _by_name(columns, cfg, path)
+        kind, roles, guessed = _by_name(columns, cfg, path, data_rows)
     else:
         columns = [str(i) for i in range(ncols)]
         kind, roles = _by_position(ncols, data_rows, cfg, path)
+        guessed = False
     _check_required(kind, roles, columns, path)
     used = _used(kind, roles)
     skip = leading + (1 if header else 0)
@@ -250,6 +279,7 @@ def _read_csv(path: Path, cfg: FeedConfig) -> RawTable:
         types[ts_col] = pa.int64()
     raw = RawTable(path=str(path), source="csv", kind=kind, columns=columns, header=header,
                    roles={r: columns[j] for r, j in used.items()}, data={}, lines=np.zeros(0, np.int64))
+    raw.guessed = guessed
     while True:
         try:
             table = pacsv.read_csv(
@@ -345,7 +375,7 @@ def _read_parquet(path: Path, cfg: FeedConfig) -> RawTable:
     except (pa.ArrowInvalid, OSError) as exc:
         raise FeedError(f"{path.name}: not a readable Parquet file ({exc})") from exc
     columns = list(pf.schema_arrow.names)
-    kind, roles = _by_name(columns, cfg, path)
+    kind, roles, _ = _by_name(columns, cfg, path)
     _check_required(kind, roles, columns, path)
     used = _used(kind, roles)
     table = pf.read(columns=sorted({columns[j] for j in used.values()}))

@@ -249,7 +249,10 @@ def test_unknown_column_in_config_names_it_and_lists_the_file_columns(tmp_path):
 
 
 def test_missing_required_column_is_a_clear_error(tmp_path):
-    p = write(tmp_path, "timestamp,foo,bar\n2024-01-01 00:00:00,1,1\n")
+    # issue 15: names never seen no longer refuse the file: the values choose (and it says so)
+    p = write(tmp_path, "timestamp,foo,bar\n2024-01-01 00:00:00,1,1\n2024-01-01 00:00:01,2,1\n")
+    assert "columns chosen by their values" in open_file_feed(p, CFG, "X").describe
+    p = write(tmp_path, "timestamp,foo,bar\n2024-01-01 00:00:00,x,y\n", "text.csv")
     with pytest.raises(FeedError, match="cannot tell trades, quotes or bars"):
         open_file_feed(p, CFG, "X")
     with pytest.raises(FeedError, match="no price column"):
