@@ -9,7 +9,7 @@ time order: under `feed.out_of_order = "fail"` files given out of order, or over
 are refused naming both; under "drop" and "sort" they are ordered by their first tick, and where
 they still overlap "drop" drops a later file's ticks older than the earlier file's last one
 (counted), "sort" merges them tick by tick (ties to the earlier file). Each instrument's tick and lot size come
-from config or are inferred from its first file ("auto"); its currency is the config's, or with
+from config or are inferred ("auto") as the grid common to all its files; its currency is the config's, or with
 "auto" the quote currency of an FX pair id (usdjpy-ticks -> JPY), else USD. The source reports
 what each input is and how it was replayed, honestly: bars replayed as ticks are labelled as such.
 """
@@ -235,6 +235,7 @@ def open_source(cfg: HimariConfig, paths: list[str]) -> ReplaySource:
                                              ["synthetic"])])
 
     from himari.daemon.catalog import open_cached
+    from himari.daemon.feeds.values import decimal_gcd
 
     inputs = []
     for inst_id, group in split_inputs(paths, icfg.id):
@@ -243,14 +244,12 @@ def open_source(cfg: HimariConfig, paths: list[str]) -> ReplaySource:
                 raise ConfigError("DATA", path, "an existing CSV or Parquet file")
         tick = None if icfg.tick_size == "auto" else Decimal(icfg.tick_size)
         lot = None if icfg.lot_size == "auto" else Decimal(icfg.lot_size)
-        feeds = []
-        for path in group:
-            feed = open_cached(path, cfg.feed, inst_id, tick, lot)
-            if tick is None:  # later files use the first file's grid
-                tick = feed.instrument.tick_size
-            if lot is None:
-                lot = feed.instrument.lot_size
-            feeds.append(feed)
+        feeds = [open_cached(path, cfg.feed, inst_id, tick, lot) for path in group]
+        if len(feeds) > 1:  # inferred grids: the one common to every file (exact, no rounding)
+            common_tick = decimal_gcd([f.instrument.tick_size for f in feeds])
+            common_lot = decimal_gcd([f.instrument.lot_size for f in feeds])
+            for f in feeds:
+                f.regrid(common_tick, common_lot)
         order, merge = order_files(feeds, list(group), cfg.feed.out_of_order)
         inputs.append(InstrumentInput(_instrument(cfg, inst_id, feeds[0].instrument),
                                       [feeds[k] for k in order], [group[k] for k in order], merge))

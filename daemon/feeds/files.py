@@ -34,6 +34,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from decimal import Decimal
+
+import msgspec
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +83,27 @@ class FileFeed:
     @property
     def ticks(self) -> TickBatch:
         return self._ticks
+
+    def regrid(self, tick: Decimal, lot: Decimal) -> None:
+        """Move to a finer common grid of several files (each of `tick`, `lot` divides this
+        feed's own): prices and sizes are multiplied by whole numbers, exactly."""
+        inst = self.instrument
+        kt, kl = inst.tick_size / tick, inst.lot_size / lot
+        if kt == 1 and kl == 1:
+            return
+        if kt != kt.to_integral_value() or kl != kl.to_integral_value():
+            raise FeedError(f"{Path(self.path).name}: tick {inst.tick_size} / lot {inst.lot_size} "
+                            f"is not a multiple of the common grid {tick} / {lot}")
+        t, a, b = self._ticks, int(kt), int(kl)
+        self._ticks = msgspec.structs.replace(
+            t, price=t.price * a, size=t.size * b, bid=t.bid * a,
+            ask=t.ask * a) if t.bid is not t.price else TickBatch.from_trades(
+            t.instrument_id, t.ts_ns, t.price * a, t.size * b, t.side)
+        self.describe = self.describe.replace(
+            f"tick size {inst.tick_size}, lot size {inst.lot_size}",
+            f"tick size {tick}, lot size {lot} (the grid common to the instrument's files; "
+            f"this file's own: {inst.tick_size}, {inst.lot_size})")
+        self.instrument = msgspec.structs.replace(inst, tick_size=tick, lot_size=lot)
 
     def drop_before(self, t_ns: int) -> int:
         """Drop the ticks older than `t_ns` (an earlier file's last tick; for bars also at it),

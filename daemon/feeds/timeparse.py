@@ -54,7 +54,8 @@ def parse_timestamps(arr: pa.Array | pa.ChunkedArray, unit: str = "auto", fmt: s
         return _numeric_text(s, unit)
     if unit == "auto":
         sample = _sample(s)
-        if len(sample) and pc.all(pc.match_substring_regex(sample, _NUM_RE)).as_py():
+        # mostly numbers: epoch values (a corrupt value among them is judged per row)
+        if len(sample) and pc.mean(pc.match_substring_regex(sample, _NUM_RE).cast(pa.int8())).as_py() >= 0.9:
             return _numeric_text(s, "auto")
     return _datetime_text(s, tz)
 

@@ -19,6 +19,7 @@ is gcd(k) 10^-d in integer arithmetic, so a 0.25 grid quoted with two decimals h
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 
 import numba
@@ -32,7 +33,7 @@ _SELL = ["sell", "s", "-1", "short"]
 _TRUE = ["true", "t", "1", "yes", "y"]
 _FALSE = ["false", "f", "0", "no", "n"]
 # "bid"/"ask" as a side is ambiguous (hit the bid, or the bid side aggressed?): left unknown
-_UNKNOWN = ["", "0", "n", "none", "unknown", "n/a", "na", "null", "nan", "-", "?", "x",
+_UNKNOWN = ["", "0", "n", "none", "unknown", "n/a", "na", "null", "nan", "-", "?",
             "bid", "ask", "offer"]
 
 
@@ -186,9 +187,18 @@ def infer_tick(values: np.ndarray, max_decimals: int = 10) -> tuple[Decimal, boo
         if rest.size == 0:
             break
         g = int(np.gcd(g, np.gcd.reduce(rest[:4096])))
-    if g == 0:  # every value is 0 (callers reject non-positive prices)
+    if g == 0 or k.min() == k.max():  # one distinct value says nothing about a grid
         return step, exact
     return step * g, exact
+
+
+def decimal_gcd(values: list[Decimal]) -> Decimal:
+    """The greatest common step of positive decimals, exactly (0.5, 0.25 -> 0.25)."""
+    exp = min(int(v.normalize().as_tuple().exponent) for v in values)
+    g = 0
+    for v in values:
+        g = math.gcd(g, int(v.scaleb(-exp)))
+    return Decimal(g).scaleb(exp).normalize()
 
 
 def to_grid(values: np.ndarray, step: Decimal) -> tuple[np.ndarray, np.ndarray]:
