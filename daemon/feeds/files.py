@@ -178,7 +178,10 @@ def _grid(probs: _Problems, values: dict[str, np.ndarray], step: Decimal | None,
     exact = step is not None
     if step is None:
         infer = infer_tick if what == "tick" else infer_step
-        step, _ = infer(np.concatenate([v[good] for v in values.values()]))
+        every = bool(good.all())
+        vals = list(values.values())
+        step, _ = infer(vals[0] if every and len(vals) == 1 else
+                        np.concatenate([v if every else v[good] for v in vals]))
     out = {}
     off_rows = np.zeros(len(good), dtype=bool)
     for role, v in values.items():
@@ -303,8 +306,14 @@ def open_file_feed(path: str | Path, cfg: FeedConfig, instrument_id: str,
     if good.size == 0:
         raise FeedError(_nothing_usable(name, raw, stats))
     keep = _order(raw, ts, good, cfg, raw.kind == "bars", stats)
+    n_rows = len(ts)
+    whole = keep.size == n_rows and (n_rows < 2 or bool(np.all(keep[1:] > keep[:-1])))
+
+    def pick(a: np.ndarray) -> np.ndarray:  # every row kept in order (the usual case): no copy
+        return a if whole else a[keep]
+
     if side is not None:
-        unknown_kept = side_unknown[keep]
+        unknown_kept = pick(side_unknown)
         stats.side_unknown = int(unknown_kept.sum())
         if stats.side_unknown:
             codes = pa.array(raw.data["side"]).take(pa.array(keep[unknown_kept]))
@@ -314,25 +323,25 @@ def open_file_feed(path: str | Path, cfg: FeedConfig, instrument_id: str,
                                         .to_pylist()[:10]]
     bar_seconds = None
     if raw.kind == "trades":
-        size = lots["size"][keep] if "size" in lots else None
-        batch = TickBatch.from_trades(instrument_id, ts[keep], ticks["price"][keep],
+        size = pick(lots["size"]) if "size" in lots else None
+        batch = TickBatch.from_trades(instrument_id, pick(ts), pick(ticks["price"]),
                                       size if size is not None else np.zeros(keep.size, np.int64),
-                                      side[keep] if side is not None else None)
+                                      pick(side) if side is not None else None)
         side_text = (f"aggressor side from '{raw.roles['side']}'" if side is not None
                      else "aggressor side unknown (0)")
         text = (f"trade ticks from {name}: {plural(stats.rows, 'row')}, {plural(len(batch), 'tick')}; "
                 f"{side_text}")
     elif raw.kind == "quotes":
-        qs = [lots[r][keep] for r in ("bid_size", "ask_size") if r in lots]
+        qs = [pick(lots[r]) for r in ("bid_size", "ask_size") if r in lots]
         size = (np.minimum(*qs) if len(qs) == 2 else qs[0] if qs
-                else lots["size"][keep] if "size" in lots else None)
-        batch = TickBatch.from_quotes(instrument_id, ts[keep], ticks["bid"][keep], ticks["ask"][keep], size)
+                else pick(lots["size"]) if "size" in lots else None)
+        batch = TickBatch.from_quotes(instrument_id, pick(ts), pick(ticks["bid"]), pick(ticks["ask"]), size)
         text = (f"top-of-book quote ticks (bid/ask) from {name}: {plural(stats.rows, 'row')}, "
                 f"{plural(len(batch), 'tick')}; price = mid rounded down to the tick, size "
                 + ("min(bid size, ask size)" if len(qs) == 2 else "from the file" if size is not None
                    else "0 (not in the file)"))
     else:
-        t = ts[keep]
+        t = pick(ts)
         if cfg.bar_seconds > 0:
             period = cfg.bar_seconds * 1_000_000_000
         else:  # from every parsed bar time, so skipped bars do not widen the steps
@@ -344,8 +353,8 @@ def open_file_feed(path: str | Path, cfg: FeedConfig, instrument_id: str,
             period = int(np.median(steps))
         bar_seconds = period / 1e9
         t_open = t - period if cfg.bar_ts == "close" else t
-        vol = lots["volume"][keep] if "volume" in lots else None
-        bts, bpx, bsz = bars_to_ticks(t_open, *(ticks[r][keep] for r in price_roles), vol, period)
+        vol = pick(lots["volume"]) if "volume" in lots else None
+        bts, bpx, bsz = bars_to_ticks(t_open, *(pick(ticks[r]) for r in price_roles), vol, period)
         batch = TickBatch.from_trades(instrument_id, bts, bpx, bsz)
         fields = "OHLCV" if vol is not None else "OHLC"
         text = (f"{_period_text(bar_seconds)} {fields} bars from {name} (stamped by {cfg.bar_ts} time): "

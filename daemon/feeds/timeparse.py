@@ -81,6 +81,8 @@ def _unit_for(magnitude: float) -> str:
 
 
 def _scale_ints(values: np.ndarray, scale: int, bad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if scale == 1:  # epoch ns: already exact
+        return (np.where(bad, 0, values) if bad.any() else values), bad
     over = np.abs(values) > _I64_MAX // scale
     bad = bad | over
     return np.where(bad, 0, values * scale), bad

@@ -156,7 +156,8 @@ def _off_grid(values: np.ndarray, decimals: int) -> np.ndarray:
 def infer_step(values: np.ndarray, max_decimals: int = 10) -> tuple[Decimal, bool]:
     """The coarsest power-of-ten step on which every finite value lies -> (step, exact).
     `exact` is False when even 10^-max_decimals does not fit (values are then rounded)."""
-    v = values[np.isfinite(values)]
+    finite = np.isfinite(values)
+    v = values if finite.all() else values[finite]
     if v.size == 0:
         return Decimal(1), True
     start = 0
@@ -175,10 +176,13 @@ def infer_tick(values: np.ndarray, max_decimals: int = 10) -> tuple[Decimal, boo
     """The greatest common step of the finite values -> (step, exact); see the module docstring.
     Falls back to `infer_step` (a power of ten) when the integers would not be exact in float64."""
     step, exact = infer_step(values, max_decimals)
-    v = values[np.isfinite(values)]
+    finite = np.isfinite(values)
+    v = values if finite.all() else values[finite]
     if v.size == 0 or not exact:
         return step, exact
-    k, _, _ = _grid_ints(np.abs(v), step)
+    k, _, _ = _grid_ints(v, step)
+    if k.min() < 0:
+        k = np.abs(k)
     if k.max() >= 2 ** 52:
         return step, exact
     g = int(np.gcd.reduce(k[:4096]))
