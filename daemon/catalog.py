@@ -192,7 +192,10 @@ def open_cached(path: str | Path, cfg: FeedConfig, instrument_id: str,
         return open_file_feed(p, cfg, instrument_id, tick, lot)
     hit = lookup(p, cfg, tick, lot)
     if hit is not None:
-        return load(*hit, cfg, instrument_id)
+        try:
+            return load(*hit, cfg, instrument_id)
+        except (OSError, ValueError, KeyError, TypeError):  # a damaged entry: parse again
+            pass
     feed = open_file_feed(p, cfg, instrument_id, tick, lot)
     try:
         store(p, feed, cfg, tick, lot)

@@ -139,14 +139,15 @@ def _grid_pass(values: np.ndarray, factor: float, divide: bool, ints: np.ndarray
 
 def _grid_ints(values: np.ndarray, step: Decimal) -> tuple[np.ndarray, np.ndarray, int]:
     inv = Decimal(1) / step
-    v = np.ascontiguousarray(values, dtype=np.float64)
+    shape = np.shape(values)
+    v = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)  # any shape, one pass
     ints = np.empty(v.shape[0], dtype=np.int64)
     on_grid = np.empty(v.shape[0], dtype=np.bool_)
     if inv == inv.to_integral_value():
         off = _grid_pass(v, float(inv), False, ints, on_grid)
     else:
         off = _grid_pass(v, float(step), True, ints, on_grid)
-    return ints, on_grid, off
+    return ints.reshape(shape), on_grid.reshape(shape), off
 
 
 def _off_grid(values: np.ndarray, decimals: int) -> np.ndarray:

@@ -289,3 +289,49 @@ def test_fills_carry_the_streams_exact_nanoseconds(capsys, tmp_path):
     assert all(int(f["ts_ns"]) in stamps for f in from_csv)
     key = ("ts_ns", "side", "quantity", "price")
     assert [tuple(f[k] for k in key) for f in from_csv] == [tuple(f[k] for k in key) for f in from_syn]
+
+
+# ---- the grid inference, exactly
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from himari.daemon.feeds.values import decimal_gcd, infer_tick, to_grid  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(step_units=st.integers(1, 999), decimals=st.integers(0, 6),
+       multiples=st.lists(st.integers(1, 10**7), min_size=2, max_size=50))
+def test_infer_tick_finds_the_grid_of_any_step(step_units, decimals, multiples):
+    import math
+
+    step = Decimal(step_units).scaleb(-decimals)
+    prices = np.array([float(step * m) for m in multiples])
+    tick, exact = infer_tick(prices)
+    assert exact
+    g = math.gcd(*multiples)
+    if min(multiples) == max(multiples):  # one distinct price: no grid to see, the decimals rule
+        assert (step * multiples[0]) % tick == 0
+    else:
+        assert tick == step * g
+    ints, on = to_grid(prices, tick)
+    assert on.all() and [Decimal(int(i)) * tick for i in ints] == [step * m for m in multiples]
+
+
+def test_decimal_gcd_is_exact():
+    assert decimal_gcd([Decimal("0.5"), Decimal("0.25")]) == Decimal("0.25")
+    assert decimal_gcd([Decimal("0.01"), Decimal("0.25"), Decimal("1")]) == Decimal("0.01")
+    assert decimal_gcd([Decimal("5"), Decimal("15")]) == Decimal("5")
+
+
+def test_an_instruments_files_share_the_finest_common_grid(tmp_path):
+    a = write(tmp_path / "a.csv", "ts_ns,price\n" + "".join(
+        f"{T0 + i},{100 + (i % 4) * 0.5}\n" for i in range(20)))  # 0.5 grid
+    b = write(tmp_path / "b.csv", "ts_ns,price\n" + "".join(
+        f"{T0 + 100 + i},{100 + (i % 4) * 0.25}\n" for i in range(20)))  # 0.25 grid
+    src = open_source(parse_config(""), [str(a), str(b)])
+    assert src.instrument.tick_size == Decimal("0.25")
+    prices = np.concatenate([x.price for x in src.batches()])
+    assert prices[:4].tolist() == [400, 402, 404, 406] and prices[20:24].tolist() == [400, 401, 402, 403]
+    assert "the grid common to the instrument's files" in src.describe()[0]["description"]
