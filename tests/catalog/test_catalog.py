@@ -131,6 +131,12 @@ def test_catalog_off_and_parquet_inputs_are_not_stored(cat_dir, tmp_path):
     p = trades_csv(tmp_path / "t.csv")
     assert catalog.open_cached(p, msgspec.structs.replace(CFG, catalog=False), "X").catalog == ""
     assert not cat_dir.exists()
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq_path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"ts_ns": [T0, T0 + 1], "price": [1.5, 1.75]}), pq_path)
+    assert catalog.open_cached(pq_path, CFG, "X").catalog == "" and not cat_dir.exists()
     d = msgspec.structs.replace(CFG, catalog_dir=str(tmp_path / "elsewhere"))
     assert catalog.catalog_dir(d) == tmp_path / "elsewhere"
 
