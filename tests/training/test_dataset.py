@@ -129,3 +129,52 @@ def test_real_btc_bars_as_ticks(tmp_path: Path) -> None:
     assert 8800 < len(ds) < 9100  # a month of 5-minute bars
     assert ds.ready.sum() > 6000 and 30_000 < np.median(ds.close) < 60_000
     assert "as ticks" in ds.meta["sources"][0]["label"]
+
+
+# ---- training/sources.py: the split
+
+
+def test_time_range_halves_do_not_overlap_and_cover_everything() -> None:
+    from himari.training.sources import time_range
+
+    ds = random_dataset(1000, 1, seed=7)
+    a0, a1 = time_range(ds, 0.0, 0.6)
+    b0, b1 = time_range(ds, 0.6, 1.0)
+    assert a1 == b0 and a0 == ds.ts_ns[0] and b1 == ds.ts_ns[-1] + 1
+    train, held = ds.time_slice(a0, a1), ds.time_slice(b0, b1)
+    assert len(train) + len(held) == len(ds) and train.ts_ns[-1] < held.ts_ns[0]
+    assert len(train) == pytest.approx(600, abs=2)
+    with pytest.raises(ValueError, match="fractions"):
+        time_range(ds, 0.7, 0.6)
+
+
+def test_split_without_real_data_is_synthetic_only(tmp_path: Path) -> None:
+    from himari.training.sources import split_parts
+
+    split = split_parts(tmp_path)
+    assert split.heldout == [] and all(p.spec.kind == "synthetic" for p in split.train)
+    assert len(split.train) == 8 and len({p.spec.synthetic["seed"] for p in split.train}) == 8
+    assert any("BTC" in n and "synthetic data only" in n for n in split.notes)
+    assert any("GBP/USD" in n for n in split.notes)
+
+
+@pytest.mark.skipif(not (DATA / "btc-perp-20211231-20220201_1m.csv").exists()
+                    or not (DATA / "gbpusd-m1-bid-2012.csv").exists(),
+                    reason="real data ../shared/data not present (BTC and GBP/USD 1-minute bars)")
+def test_real_split_train_and_heldout_never_overlap(tmp_path: Path) -> None:
+    from himari.training.sources import load_part, split_parts
+
+    split = split_parts(DATA)
+    real_train = [p for p in split.train if p.spec.kind == "file"]
+    assert [p.name for p in real_train] == ["btc-train"]
+    assert sorted(p.name for p in split.heldout) == ["btc-heldout", "gbpusd-heldout"]
+    assert all(p.spec.kind == "file" for p in split.heldout)
+    assert not any(p.spec.path.endswith("gbpusd-m1-bid-2012.csv") for p in split.train)
+    train = load_part(real_train[0], tmp_path)
+    held = load_part(next(p for p in split.heldout if p.name == "btc-heldout"), tmp_path)
+    assert train.ts_ns[-1] < held.ts_ns[0]  # disjoint in time
+    assert len(train) + len(held) == len(build_dataset(real_train[0].spec, cache_dir=tmp_path))
+    span = held.ts_ns[-1] - train.ts_ns[0]
+    assert (held.ts_ns[0] - train.ts_ns[0]) / span == pytest.approx(0.6, abs=0.002)
+    assert held.ready.all()  # warmed by the earlier bars: features only look back
+    assert held.meta["sources"][0]["role"] == "heldout"

@@ -1,0 +1,158 @@
+"""training/offline.py (behaviour trajectories, returns-to-go) and training/run.py (himari train)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from himari.decision import layout as L
+from himari.decision.features import feature_matrix
+from himari.training.dataset import random_dataset
+from himari.training.env import EnvConfig, ewma_sigma, rewards_for_actions, simulate, transition
+from himari.training.offline import (POLICIES, BehaviourConfig, OfflineData, actions_toward,
+                                     build_offline)
+
+
+def _offline(seed: int = 0, **kw: object) -> tuple[OfflineData, object]:
+    ds = random_dataset(2400, 2, seed=seed)
+    reg = np.full(len(ds), L.NEUTRAL)
+    return build_offline(ds, reg, seed, behaviour=BehaviourConfig(episode_bars=200, **kw)), ds
+
+
+def test_trajectories_cover_the_ready_runs_with_env_rewards() -> None:
+    off, ds = _offline()
+    m = len(off)
+    assert m == (1200 - 10 - 1) * 2  # every ready bar but each run's last (no next close)
+    assert off.observations.shape == (m, 257) and off.observations.dtype == np.float32
+    assert np.isfinite(off.observations).all()
+    assert set(np.unique(off.actions)) == {0, 1, 2}
+    for e in range(len(off.episode_starts)):
+        sl = off.episode(e)
+        bars = off.bars[sl]
+        assert np.all(np.diff(bars) == 1) and ds.segment[bars[0]] == ds.segment[bars[-1] + 1]
+        r = rewards_for_actions(ds, int(bars[0]), off.actions[sl])
+        assert off.rewards[sl] == pytest.approx(r.astype(np.float32))
+        assert off.returns_to_go[sl][0] == pytest.approx(r.sum(), rel=1e-5, abs=1e-4)
+        assert off.returns_to_go[sl][-1] == pytest.approx(r[-1], rel=1e-5, abs=1e-5)
+        assert off.timeouts[sl][-1] == 1 and off.timeouts[sl][:-1].sum() == 0
+        assert off.timesteps[sl].tolist() == list(range(len(bars)))
+    assert off.terminals.sum() == 0
+    # rtg is the undiscounted reverse cumulative sum within each episode
+    sl = off.episode(3)
+    assert off.returns_to_go[sl] == pytest.approx(np.cumsum(off.rewards[sl][::-1])[::-1], abs=1e-4)
+
+
+def test_observations_carry_the_path_position_state() -> None:
+    off, ds = _offline(seed=1)
+    sl = off.episode(2)
+    b0 = int(off.bars[sl][0])
+    n = len(off.bars[sl])
+    sigma = ewma_sigma(ds.close, ds.segment, 100, 5e-5)
+    pos, _, state = simulate(off.actions[sl], ds.close[b0:b0 + n + 1], ds.atr14[b0:b0 + n],
+                             sigma[b0:b0 + n])
+    assert np.array_equal(pos, off.positions[sl])
+    raw = feature_matrix(ds, off.bars[sl], regime=np.full(n, L.NEUTRAL), position=state)
+    assert np.array_equal(off.stats.normalize(raw), off.observations[sl])
+    # fitted with real position states: the sign slot has a real spread, not a floored 0 std
+    assert off.stats.std[L.X_POSITION.start] > 0.3
+
+
+def test_seeded_and_mixed() -> None:
+    a, _ = _offline(seed=4)
+    b, _ = _offline(seed=4)
+    assert np.array_equal(a.actions, b.actions) and np.array_equal(a.observations, b.observations)
+    c, _ = _offline(seed=5)
+    assert not np.array_equal(a.actions, c.actions)
+    big, _ = _offline(seed=0, mix=(1.0, 1.0, 1.0, 1.0))
+    assert set(big.meta["policies"]) == set(POLICIES)
+    flat, _ = _offline(seed=0, mix=(0.0, 0.0, 0.0, 1.0), epsilon=0.0)
+    assert np.all(flat.actions == L.HOLD) and np.all(flat.rewards == 0)
+    capped, _ = _offline(seed=0, max_steps=500)
+    assert 500 <= len(capped) < 700 and np.all(capped.episode_lengths <= 200)
+
+
+def test_actions_toward_use_the_section_0_transitions() -> None:
+    desired = np.array([1, 1, -1, -1, -1, 0, 0, 1])
+    acts = actions_toward(desired, 0)
+    pos, reached = 0, []
+    for a in acts:
+        pos = transition(pos, int(a))
+        reached.append(pos)
+    # a reversal takes two bars: close, then open
+    assert reached == [1, 1, 0, -1, -1, 0, 0, 1]
+
+
+def test_to_mdp_builds_a_d3rlpy_dataset() -> None:
+    pytest.importorskip("d3rlpy")
+    off, _ = _offline(seed=2)
+    mdp = off.to_mdp()
+    assert mdp.size() == len(off.episode_starts)
+    assert mdp.transition_count == len(off) - len(off.episode_starts) or \
+        mdp.transition_count == len(off)
+
+
+def test_bad_behaviour_config_is_refused() -> None:
+    with pytest.raises(ValueError, match="mix"):
+        BehaviourConfig(mix=(0.0, 0.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match="epsilon"):
+        BehaviourConfig(epsilon=2.0)
+
+
+# ---- training/run.py
+
+
+def _fake_data() -> object:
+    from himari.decision.regime import regimes
+    from himari.training.run import TrainingData
+
+    ds = random_dataset(1200, 2, seed=9)
+    reg = regimes(ds.volatility_30, 2.0)
+    off = build_offline(ds, reg, 0, behaviour=BehaviourConfig(episode_bars=100))
+    return TrainingData(ds, None, off.stats, 2.0, reg, None, EnvConfig(), 2e-4, 0, True,
+                        {"parts": []}, off)
+
+
+def test_run_train_reports_trained_failed_and_skipped(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from himari.training.run import run_train
+
+    good = types.ModuleType("himari.training.cql")
+    seen = {}
+
+    def train(data, out_dir, seed, quick):  # type: ignore[no-untyped-def]
+        seen.update(seed=seed, quick=quick, env=data.make_env(seed=1))
+        return {"loss": np.float32(0.5), "curve": np.arange(3)}
+
+    good.train = train  # type: ignore[attr-defined]
+    bad = types.ModuleType("himari.training.sac")
+
+    def boom(*a):  # type: ignore[no-untyped-def]
+        raise RuntimeError("diverged")
+
+    bad.train = boom  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "himari.training.cql", good)
+    monkeypatch.setitem(sys.modules, "himari.training.sac", bad)
+    lines: list[str] = []
+    rc, report = run_train(tmp_path, ["cql", "sac", "nosuchagent"], 3, True, log=lines.append,
+                           data=_fake_data())
+    assert rc == 1  # one trainer failed
+    agents = report["agents"]
+    assert agents["cql"]["status"] == "trained" and agents["cql"]["metrics"]["loss"] == 0.5
+    assert agents["sac"]["status"] == "failed" and "diverged" in agents["sac"]["error"]
+    assert agents["nosuchagent"]["status"] == "skipped"
+    assert seen["seed"] == 3 and seen["quick"] is True
+    saved = json.loads((tmp_path / "train_report.json").read_text())
+    assert saved["agents"]["cql"]["metrics"]["curve"] == [0, 1, 2]
+    assert any("cql:" in ln and " s, metrics" in ln for ln in lines)
+
+
+def test_cli_refuses_unknown_agents(capsys: pytest.CaptureFixture[str]) -> None:
+    from himari.daemon.cli import main
+
+    assert main(["train", "--agents", "cql,bogus"]) == 2
+    assert "bogus" in capsys.readouterr().err
