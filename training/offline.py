@@ -10,7 +10,8 @@ mix, with epsilon-random actions for coverage of all three actions:
 - random: a random desired position kept with probability `persistence` per bar;
 - flat: always flat.
 A desired position becomes actions through the section-0 transitions (an opposite position is
-closed first, then opened on the next bar). Rewards, positions and the position state in x come
+closed first, then opened on the next bar); a held position is expressed by its direction (BUY
+while long), so HOLD means "flat and staying flat" in this data. Rewards, positions and the position state in x come
 from the env kernel (`training/env.py`), so offline rewards equal what the env would pay.
 
 Episodes end with a timeout (the market does not terminate): `terminals` are all 0, `timeouts` 1 at
@@ -113,13 +114,19 @@ def ema(x: np.ndarray, segment: np.ndarray, span: int) -> np.ndarray:
 
 @numba.njit(cache=True)
 def actions_toward(desired: np.ndarray, p0: int) -> np.ndarray:
-    """Actions that move the position toward `desired` under the section-0 transitions."""
+    """Actions that move the position toward `desired` under the section-0 transitions. A held
+    position is expressed by its own direction (BUY while long: "stay long", an idempotent
+    action), so the action says what the policy wants whatever the position; HOLD only when it
+    wants flat and is flat; flat from a position = the opposite action (it closes)."""
     n = len(desired)
     out = np.empty(n, np.int64)
     pos = p0
     for k in range(n):
         d = desired[k]
-        a = 2 if d > pos else (0 if d < pos else 1)
+        if d == 0 and pos != 0:
+            a = 0 if pos > 0 else 2
+        else:
+            a = d + 1
         out[k] = a
         pos = transition(pos, a)
     return out

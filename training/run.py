@@ -11,8 +11,9 @@ segments + the first 60% of the BTC month), cut into `train` (the first 80% of e
 and `valid` (the last 20%: model selection / early stopping only; it is still training data,
 never the held-out data of `himari evaluate`); the crisis threshold (95th percentile of
 volatility_30 over the ready training bars); the regime of every bar by the rule of
-decision/regime.py without the strategic ensemble (crisis or neutral; the ensemble is trained in
-the same run, and D-agents must not depend on its quality); the z-score statistics (fitted on the
+decision/regime.py: crisis or neutral at first, then, once the strategic team has trained in this
+run, relabelled with its ensemble (`relabel_regimes`: the offline data and statistics are rebuilt,
+so the D-agents train on the regime inputs they will see at run time); the z-score statistics (fitted on the
 behaviour-policy rows of `offline()`, position slots included); the env config (fee 1 bp +
 slippage 1 bp); `meta` for checkpoint metadata ("data": parts, ranges, labels, notes).
 """
@@ -32,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from himari.decision.checkpoint import DEFAULT_DIR
-from himari.decision.features import FeatureStats
-from himari.decision.layout import LAYOUT_VERSION
+from himari.decision.features import FeatureStats, strategic_inputs_batch
+from himari.decision.layout import LAYOUT_VERSION, REGIMES
 from himari.decision.regime import crisis_threshold, regimes
 from himari.training.dataset import DATASET_VERSION, DEFAULT_CACHE, BarDataset, concat
 from himari.training.env import EnvConfig, TradingEnv
@@ -134,9 +135,65 @@ def prepare(seed: int = 0, quick: bool = False, data_dir: Path | None = None,
             "crisis_threshold": thr, "train_bars": len(train),
             "train_ready": int(train.ready.sum()),
             "valid_ready": int(valid.ready.sum()) if valid is not None else 0,
-            "fee": env.fee, "synthetic_only": not any(p["part"].startswith("btc") for p in parts_meta)}
+            "fee": env.fee, "synthetic_only": not any(p["part"].startswith("btc") for p in parts_meta),
+            "regimes": {"source": "crisis rule only (no strategic ensemble yet)"}}
     return TrainingData(train, valid, offline.stats, thr, reg_train, reg_valid, env, env.fee, seed,
                         quick, meta, offline)
+
+
+def strategic_probs(ds: BarDataset, probs_fn: Any) -> np.ndarray:
+    """(N, 3) P_ensemble of the latest ready strategic matrix at each bar (NaN where none).
+    probs_fn(mlmi_in, nwrqk_in, regime_in, volatility_30) -> P_ensemble (3,)."""
+    out = np.full((len(ds), 3), np.nan)
+    bars = ds.strategic_bars()
+    bars = bars[ds.strategic_ready[bars]]
+    if len(bars) == 0:
+        return out
+    m, w, r = strategic_inputs_batch(ds.strategic[bars], ds.synergy_conf[bars],
+                                     ds.synergy_dir[bars], ds.ts_ns[bars])
+    for k, b in enumerate(bars.tolist()):
+        out[b] = probs_fn(m[k], w[k], r[k], float(ds.volatility_30[b]))
+    # forward fill within each segment: the latest strategic matrix holds until the next one
+    have = ~np.isnan(out[:, 0])
+    last = np.maximum.accumulate(np.where(have, np.arange(len(ds)), -1))
+    seg_start = np.r_[0, np.flatnonzero(ds.segment[1:] != ds.segment[:-1]) + 1]
+    first_of_seg = np.repeat(seg_start, np.diff(np.r_[seg_start, len(ds)]))
+    ok = last >= first_of_seg
+    filled = np.full_like(out, np.nan)
+    filled[ok] = out[last[ok]]
+    return filled
+
+
+def relabel_regimes(data: TrainingData, probs_fn: Any) -> dict[str, Any]:
+    """Regimes from the rule WITH the strategic ensemble (spec 4.0), then the offline data and
+    statistics rebuilt on them, so D-agents train on the regime inputs they will see."""
+    p_train = strategic_probs(data.train, probs_fn)
+    data.regime_train = regimes(data.train.volatility_30, data.crisis_threshold, p_train)
+    if data.valid is not None:
+        data.regime_valid = regimes(data.valid.volatility_30, data.crisis_threshold,
+                                    strategic_probs(data.valid, probs_fn))
+    data.offline_data = build_offline(
+        data.train, data.regime_train, data.seed, env=data.env,
+        behaviour=BehaviourConfig(max_steps=QUICK_OFFLINE_STEPS if data.quick else 0))
+    data.stats = data.offline_data.stats
+    data._valid_offline = None
+    ready = data.train.ready
+    share = np.bincount(data.regime_train[ready], minlength=4) / max(1, int(ready.sum()))
+    data.meta["regimes"] = {"source": "strategic ensemble + crisis rule",
+                            "share": dict(zip(REGIMES, share.round(4).tolist()))}
+    return data.meta["regimes"]
+
+
+def _team_probs_fn(out_dir: Path) -> Any:
+    from himari.decision.nets.strategic import load
+
+    team = load(out_dir)
+
+    def fn(m: np.ndarray, w: np.ndarray, r: np.ndarray, vol: float) -> np.ndarray:
+        probs, weights = team.probs(m, w, r, vol)
+        return np.asarray(weights) @ np.asarray(probs)
+
+    return fn
 
 
 def run_train(out_dir: Path, agents: list[str], seed: int, quick: bool,
@@ -179,6 +236,15 @@ def run_train(out_dir: Path, agents: list[str], seed: int, quick: bool,
         report["agents"][name] = {"status": "trained", "seconds": round(wall, 2),
                                   "metrics": _jsonable(metrics or {})}
         log(f"train: {name}: {wall:.1f} s, metrics {json.dumps(_jsonable(metrics or {}))}")
+        if name == "strategic" and any(a in agents for a in AGENTS[2:]):
+            try:  # the D-agents' regime input comes from the ensemble just trained
+                info = relabel_regimes(data, _team_probs_fn(out_dir))
+                log(f"train: regimes from the strategic ensemble: {info['share']}")
+            except Exception as exc:  # noqa: BLE001 - keep the crisis-or-neutral labels
+                data.meta["regimes"] = {"source": "crisis rule only (strategic ensemble "
+                                        f"unavailable: {type(exc).__name__}: {exc})"}
+                log(f"train: regimes stay crisis-or-neutral: {data.meta['regimes']['source']}")
+            report["data"] = data.meta
     report["total_seconds"] = round(time.perf_counter() - t_start, 2)
     (out_dir / "train_report.json").write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
     log(f"train: done in {report['total_seconds']:.1f} s; report {out_dir / 'train_report.json'}")

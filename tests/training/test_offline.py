@@ -83,8 +83,9 @@ def test_actions_toward_use_the_section_0_transitions() -> None:
     for a in acts:
         pos = transition(pos, int(a))
         reached.append(pos)
-    # a reversal takes two bars: close, then open
+    # a reversal takes two bars: close, then open; a held position repeats its direction
     assert reached == [1, 1, 0, -1, -1, 0, 0, 1]
+    assert acts.tolist() == [2, 2, 0, 0, 0, 2, 1, 2]
 
 
 def test_to_mdp_builds_a_d3rlpy_dataset() -> None:
@@ -156,3 +157,30 @@ def test_cli_refuses_unknown_agents(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert main(["train", "--agents", "cql,bogus"]) == 2
     assert "bogus" in capsys.readouterr().err
+
+
+def test_relabel_regimes_with_a_strategic_ensemble() -> None:
+    from himari.training.run import relabel_regimes, strategic_probs
+
+    data = _fake_data()
+    calls = []
+
+    def probs_fn(m, w, r, vol):  # type: ignore[no-untyped-def]
+        calls.append(vol)
+        return np.array([0.1, 0.1, 0.8]) if m[0] > 0 else np.array([0.5, 0.3, 0.2])
+
+    p = strategic_probs(data.train, probs_fn)
+    ds = data.train
+    bars = ds.strategic_bars()
+    assert len(calls) == int(ds.strategic_ready[bars].sum())
+    # forward-filled within a segment, NaN before the first ready strategic matrix of each one
+    assert np.isnan(p[0]).all() and np.isnan(p[600]).all() and not np.isnan(p[599]).any()
+    assert np.array_equal(p[bars[20] + 1], p[bars[20]])
+    info = relabel_regimes(data, probs_fn)
+    reg = data.regime_train
+    crisis = ds.volatility_30 >= data.crisis_threshold
+    assert np.all(reg[crisis] == L.CRISIS)
+    assert set(np.unique(reg[~crisis & ds.ready])) == {L.NEUTRAL, L.BULLISH}  # 0.5 is not > 0.65
+    assert info["share"]["bullish"] > 0.2
+    off = data.offline()
+    assert np.array_equal(off.observations[:, L.X_REGIME].argmax(axis=1), reg[off.bars])
