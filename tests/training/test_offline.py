@@ -184,3 +184,23 @@ def test_relabel_regimes_with_a_strategic_ensemble() -> None:
     assert info["share"]["bullish"] > 0.2
     off = data.offline()
     assert np.array_equal(off.observations[:, L.X_REGIME].argmax(axis=1), reg[off.bars])
+
+
+def test_prepare_quick_without_real_data_is_synthetic_only(tmp_path: Path) -> None:
+    from himari.training.run import prepare
+
+    data = prepare(seed=1, quick=True, data_dir=tmp_path / "none", cache_dir=tmp_path,
+                   log=lambda m: None)
+    assert data.meta["synthetic_only"] is True and data.meta["notes"]
+    assert {p["part"] for p in data.meta["parts"]} == {"synthetic-calm-12d",
+                                                       "synthetic-default-12d"}
+    assert data.valid is not None and data.valid.ts_ns[0] > 0
+    for p in data.meta["parts"]:  # valid is the last 20% of each part, after its train bars
+        assert p["ts_from"] < p["valid_from"] < p["ts_to"]
+    assert len(data.train.segments()) == 2 and data.train.ready.sum() > 1000
+    assert data.crisis_threshold == pytest.approx(
+        np.percentile(data.train.volatility_30[data.train.ready], 95))
+    assert np.isfinite(data.offline().observations).all()
+    env = data.make_env("valid", seed=0)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (257,) and data.offline_valid() is not None
