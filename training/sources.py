@@ -8,11 +8,14 @@
 - held out, never trained on: the LAST 40% of the BTC month and the whole GBP/USD month.
 Both real files are 1-minute bars replayed as four ticks each by the file feed (labelled so).
 
-A file's time split is on its 5-minute bar closes: t_split = t0 + floor(f (t1 - t0)) with t0, t1
-the first and last bar close of the whole file; training keeps ts < t_split, held-out ts >= t_split
-(half-open, so no bar is in both). The held-out part is built from the whole file, so its first
-matrices are warmed by the earlier bars (features look only backwards; no label or reward of the
-held-out part is ever computed on the training side: a training episode ends at its last bar).
+A file's time split is on the file's own timestamps (`split_ns`): t_split = lo + floor(f (hi - lo))
+with lo, hi the first and last timestamp in the file, the boundary `himari evaluate` replays from
+(its `replay.history_s` = t_split - lo warms the features; the first traded bar closes after it).
+Training keeps the 5-minute bars that close at or before t_split (every tick in them is earlier),
+held-out the bars that close after it: no bar is in both, and no training reward reads a held-out
+price (a training episode's last reward uses the last training bar's close). The held-out part is
+built from the whole file, so its first matrices are warmed by the earlier bars (features look
+only backwards), as in the walk-forward replay.
 Real data absent -> the split holds synthetic data only and `notes` says why.
 """
 
@@ -32,6 +35,8 @@ DATA_DIR = Path(os.environ.get("HIMARI_DATA_DIR", PROJECT_ROOT / ".." / "shared"
 BTC_FILE = "btc-perp-20211231-20220201_1m.csv"
 GBP_FILE = "gbpusd-m1-bid-2012.csv"
 BTC_TRAIN_FRACTION = 0.6
+TRAIN_FRACTION = BTC_TRAIN_FRACTION  # names training/evaluate.py reads
+GBPUSD_FILE = GBP_FILE
 BAR_NS = 300_000_000_000
 
 BTC_LABEL = ("BTC perpetual future, 1-minute OHLCV bars 2021-12-31..2022-02-01 replayed as ticks "
@@ -133,13 +138,45 @@ def time_range(ds: BarDataset, fraction_from: float, fraction_to: float) -> tupl
     return at(fraction_from), at(fraction_to)
 
 
+def file_span_ns(path: Path) -> tuple[int, int]:
+    """First and last timestamp of a bars CSV (a `timestamp` column), epoch ns (UTC)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from pyarrow import csv as pacsv
+
+    col = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+        include_columns=["timestamp"]))["timestamp"]
+    if not pa.types.is_timestamp(col.type):
+        raise ValueError(f"{path}: column 'timestamp' is {col.type}, not a timestamp")
+    ns = pc.cast(col, pa.timestamp("ns", col.type.tz)).cast(pa.int64())
+    return int(pc.min(ns).as_py()), int(pc.max(ns).as_py())
+
+
+def split_ns(path: Path, fraction: float = TRAIN_FRACTION) -> int:
+    """THE boundary of a real file: lo + floor(fraction (hi - lo)) of its timestamps (ns)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"split fraction {fraction} must be in [0, 1]")
+    lo, hi = file_span_ns(Path(path))
+    return lo + int(np.floor(fraction * (hi - lo)))
+
+
+def part_range(part: DataPart, whole: BarDataset) -> tuple[int | None, int | None]:
+    """[ts_from, ts_to) on bar close times for a part of its whole-source dataset. File parts:
+    bars closing in (split(from), split(to)] (module docstring); synthetic: `time_range`."""
+    if part.spec.kind != "file":
+        return time_range(whole, part.fraction_from, part.fraction_to)
+    lo = None if part.fraction_from <= 0 else split_ns(Path(part.spec.path), part.fraction_from) + 1
+    hi = None if part.fraction_to >= 1 else split_ns(Path(part.spec.path), part.fraction_to) + 1
+    return lo, hi
+
+
 def load_part(part: DataPart, cache_dir: Path | None = DEFAULT_CACHE,
               cfg: Any = None) -> BarDataset:
     """The part's bars (the whole source is built once and cached; the range cut afterwards)."""
     whole = build_dataset(part.spec, cache_dir=cache_dir, cfg=cfg)
     if len(whole) == 0:
         raise ValueError(f"data part {part.name}: the source produced no 5-minute bars")
-    ts_from, ts_to = time_range(whole, part.fraction_from, part.fraction_to)
+    ts_from, ts_to = part_range(part, whole)
     ds = whole.time_slice(ts_from, ts_to)
     src = dict(whole.meta["sources"][0])
     src.update({"part": part.name, "role": part.role, "ts_from": ts_from, "ts_to": ts_to,

@@ -178,3 +178,20 @@ def test_real_split_train_and_heldout_never_overlap(tmp_path: Path) -> None:
     assert (held.ts_ns[0] - train.ts_ns[0]) / span == pytest.approx(0.6, abs=0.002)
     assert held.ready.all()  # warmed by the earlier bars: features only look back
     assert held.meta["sources"][0]["role"] == "heldout"
+    # the boundary is the one the walk-forward replays from (its warm-up window ends there)
+    from himari.training.sources import file_span_ns, split_ns
+
+    path = Path(real_train[0].spec.path)
+    cut = split_ns(path)
+    assert train.ts_ns[-1] <= cut < held.ts_ns[0]
+    lo, hi = file_span_ns(path)
+    assert lo < cut < hi and cut - lo == int(0.6 * (hi - lo))
+    try:
+        from himari.training.evaluate import heldout_sets
+    except ImportError:
+        return
+    btc = next(s for s in heldout_sets(DATA) if s.path.name == path.name)
+    t_end = lo + int(btc.history_s * 1e9)  # the replay trades bars closing after this
+    assert train.ts_ns[-1] <= t_end < held.ts_ns[0]
+    gbp = [p for p in split.heldout if p.name == "gbpusd-heldout"][0]
+    assert gbp.fraction_from == 0.0 and gbp.fraction_to == 1.0
