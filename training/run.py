@@ -62,7 +62,18 @@ class TrainingData:
     offline_data: OfflineData  # behaviour trajectories on `train` (z-scored with `stats`)
     _valid_offline: OfflineData | None = field(default=None, repr=False)
 
+    @property
+    def regime(self) -> np.ndarray:
+        """The training bars' regimes (alias of `regime_train`)."""
+        return self.regime_train
+
+    @property
+    def dataset(self) -> BarDataset:
+        """The training bars (alias of `train`)."""
+        return self.train
+
     def offline(self) -> OfflineData:
+        """Behaviour trajectories on `train` (z-scored with `stats`, regimes `regime_train`)."""
         return self.offline_data
 
     def offline_valid(self) -> OfflineData | None:

@@ -204,3 +204,4 @@ def test_prepare_quick_without_real_data_is_synthetic_only(tmp_path: Path) -> No
     env = data.make_env("valid", seed=0)
     obs, _ = env.reset(seed=0)
     assert obs.shape == (257,) and data.offline_valid() is not None
+    assert data.regime is data.regime_train and data.dataset is data.train
