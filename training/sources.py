@@ -59,7 +59,7 @@ _SYNTHETIC = [
     ("default2", 108, {"side_persistence": 0.5, "flow_impact": 0.6}),
 ]
 SYNTHETIC_DAYS = 60
-QUICK_DAYS = 12
+QUICK_DAYS = 16
 TICKS_PER_DAY = 30_000
 
 

@@ -19,7 +19,9 @@ DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 def small() -> BarDataset:
     spec = SourceSpec(name="small", kind="synthetic", synthetic=SMALL)
     # check=True: at every bar the stored rows rebuild the published matrices exactly
-    return D._run_pipeline(spec, D._cfg_for(spec, default_config()), check=True)
+    from himari.training.pipeline import run_pipeline
+
+    return run_pipeline(spec, D._cfg_for(spec, default_config()), check=True)
 
 
 def test_pipeline_fields_shapes_and_readiness(small: BarDataset) -> None:

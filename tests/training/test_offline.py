@@ -192,8 +192,8 @@ def test_prepare_quick_without_real_data_is_synthetic_only(tmp_path: Path) -> No
     data = prepare(seed=1, quick=True, data_dir=tmp_path / "none", cache_dir=tmp_path,
                    log=lambda m: None)
     assert data.meta["synthetic_only"] is True and data.meta["notes"]
-    assert {p["part"] for p in data.meta["parts"]} == {"synthetic-calm-12d",
-                                                       "synthetic-default-12d"}
+    assert {p["part"] for p in data.meta["parts"]} == {"synthetic-calm-16d",
+                                                       "synthetic-default-16d"}
     assert data.valid is not None and data.valid.ts_ns[0] > 0
     for p in data.meta["parts"]:  # valid is the last 20% of each part, after its train bars
         assert p["ts_from"] < p["valid_from"] < p["ts_to"]
