@@ -105,17 +105,30 @@ class TrainingData:
         return self.meta
 
 
+def env_config_from(cfg: Any) -> EnvConfig:
+    """The env's costs from the daemon config: the simulated venue's taker fee (default 1 bp) plus
+    a 1 bp slippage allowance (bars-as-ticks and the synthetic stream have no book to walk)."""
+    fee_bps = 1.0
+    if cfg is not None and cfg.venue.name == "sim":
+        from himari.daemon import plugins
+
+        fee_bps = float(plugins.venue_config(cfg).taker_fee_bps)
+    return EnvConfig(fee_bps=fee_bps, slippage_bps=1.0)
+
+
 def prepare(seed: int = 0, quick: bool = False, data_dir: Path | None = None,
             cache_dir: Path | None = DEFAULT_CACHE, env: EnvConfig | None = None,
-            log: Any = print) -> TrainingData:
-    env = env or EnvConfig()
+            log: Any = print, cfg: Any = None) -> TrainingData:
+    """`cfg` (HimariConfig, default: the embedded defaults) sets the matrices (the features must
+    be the ones the daemon computes) and the fee."""
+    env = env or env_config_from(cfg)
     split = split_parts(data_dir, quick)
     for note in split.notes:
         log(f"train: note: {note}")
     trains, valids, parts_meta = [], [], []
     for part in split.train:
         t0 = time.perf_counter()
-        ds = load_part(part, cache_dir)
+        ds = load_part(part, cache_dir, cfg)
         cut_from, cut_to = time_range(ds, 0.0, 1.0 - VALID_FRACTION)
         tr = ds.time_slice(cut_from, cut_to)
         va = ds.time_slice(cut_to, None)
@@ -209,10 +222,11 @@ def _team_probs_fn(out_dir: Path) -> Any:
 
 def run_train(out_dir: Path, agents: list[str], seed: int, quick: bool,
               data_dir: Path | None = None, cache_dir: Path | None = DEFAULT_CACHE,
-              log: Any = print, data: TrainingData | None = None) -> tuple[int, dict[str, Any]]:
+              log: Any = print, data: TrainingData | None = None,
+              cfg: Any = None) -> tuple[int, dict[str, Any]]:
     t_start = time.perf_counter()
     if data is None:
-        data = prepare(seed, quick, data_dir, cache_dir, log=log)
+        data = prepare(seed, quick, data_dir, cache_dir, log=log, cfg=cfg)
     t_data = time.perf_counter() - t_start
     report: dict[str, Any] = {"seed": seed, "quick": quick, "out_dir": str(out_dir),
                               "data_seconds": round(t_data, 2), "data": data.meta, "agents": {}}
@@ -288,6 +302,8 @@ def add_parser(sub: Any) -> None:
     t.add_argument("--quick", action="store_true", help="small data and short training (tests)")
     t.add_argument("--seed", type=int, default=0, help="seed of data behaviour and training")
     t.add_argument("--data-dir", default=None, help="real data directory (default ../shared/data)")
+    t.add_argument("--config", default=None, help="TOML config whose [matrices] and venue fee "
+                   "the training data uses (default: the embedded defaults, as `himari replay`)")
     t.add_argument("--cache-dir", default=None,
                    help=f"dataset cache (default {DEFAULT_CACHE}; 'none' = no cache)")
 
@@ -307,9 +323,12 @@ def main(args: argparse.Namespace) -> int:
     cache = None if args.cache_dir == "none" else (Path(args.cache_dir) if args.cache_dir
                                                    else DEFAULT_CACHE)
     data_dir = Path(args.data_dir) if args.data_dir else None
+    from himari.daemon.config import load_config
+
+    cfg = load_config(args.config)  # a bad file: ConfigError, exit 2 (daemon/cli.py)
 
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    rc, _ = run_train(out, agents, args.seed, args.quick, data_dir, cache, log=log)
+    rc, _ = run_train(out, agents, args.seed, args.quick, data_dir, cache, log=log, cfg=cfg)
     return rc

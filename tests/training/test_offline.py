@@ -205,3 +205,22 @@ def test_prepare_quick_without_real_data_is_synthetic_only(tmp_path: Path) -> No
     obs, _ = env.reset(seed=0)
     assert obs.shape == (257,) and data.offline_valid() is not None
     assert data.regime is data.regime_train and data.dataset is data.train
+
+
+def test_env_fee_follows_the_venue_config(tmp_path: Path) -> None:
+    from himari.daemon.config import load_config
+    from himari.training.run import env_config_from
+
+    assert env_config_from(None).fee == pytest.approx(2e-4)  # 1 bp fee + 1 bp slippage
+    cfg_file = tmp_path / "c.toml"
+    cfg_file.write_text('[venue]\nname = "sim"\n[venue.params]\ntaker_fee_bps = "3.5"\n')
+    assert env_config_from(load_config(cfg_file)).fee == pytest.approx(4.5e-4)
+
+
+def test_cli_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from himari.daemon.cli import main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[matrices]\nnope = 1\n")
+    assert main(["train", "--config", str(bad), "--agents", "cql"]) == 2
+    assert "nope" in capsys.readouterr().err
