@@ -211,8 +211,11 @@ class BarDataset:
         return BarDataset(arrays, self.tac_rows, self.strat_rows, self.meta)
 
     def time_slice(self, ts_from: int | None, ts_to: int | None) -> BarDataset:
-        """Bars with ts_from <= ts_ns < ts_to (None = open end); ts_ns must be sorted within
-        the dataset (true for one source)."""
+        """Bars with ts_from <= ts_ns < ts_to (None = open end), for a one-source dataset (its
+        ts_ns strictly increase; a concatenation's do not and is refused)."""
+        if len(self) > 1 and not np.all(self.ts_ns[1:] > self.ts_ns[:-1]):
+            raise ValueError("time_slice needs strictly increasing ts_ns (one source); slice a "
+                             "concatenated dataset per segment instead")
         lo = 0 if ts_from is None else int(np.searchsorted(self.ts_ns, ts_from, "left"))
         hi = len(self) if ts_to is None else int(np.searchsorted(self.ts_ns, ts_to, "left"))
         return self.slice(lo, max(lo, hi))

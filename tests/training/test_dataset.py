@@ -112,6 +112,8 @@ def test_slice_and_time_slice() -> None:
     assert len(s) == 100 and np.array_equal(s.tactical[0], ds.tactical[100])
     t = ds.time_slice(int(ds.ts_ns[50]), int(ds.ts_ns[60]))
     assert len(t) == 10 and t.ts_ns[0] == ds.ts_ns[50]
+    with pytest.raises(ValueError, match="strictly increasing"):
+        concat([ds, ds]).time_slice(0, None)
 
 
 def test_bad_arrays_are_refused() -> None:
