@@ -265,9 +265,9 @@ class FeatureStats:
         mean[mask] = 0.0
         std[mask] = 1.0
         self.mean, self.std = mean, std
-        self._inv = (np.float32(1.0) / std).astype(np.float32)
-        self._hi = np.where(mask, np.inf, Z_CLIP).astype(np.float32)  # unscaled: not clipped
-        self._lo = -self._hi
+        self.inv = (np.float32(1.0) / std).astype(np.float32)
+        self.hi = np.where(mask, np.inf, Z_CLIP).astype(np.float32)  # unscaled: not clipped
+        self.lo = -self.hi
 
     def normalize(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """(x - mean) / std, z-scores clipped to +-Z_CLIP, float32; works on (dim,) and (n, dim)."""
@@ -275,8 +275,8 @@ class FeatureStats:
             raise ValueError(f"normalize: x has {np.shape(x)[-1]} values, stats have "
                              f"{len(self.mean)}")
         out = np.subtract(x, self.mean, out=out, dtype=np.float32)
-        np.multiply(out, self._inv, out=out)
-        return np.clip(out, self._lo, self._hi, out=out)
+        np.multiply(out, self.inv, out=out)
+        return np.clip(out, self.lo, self.hi, out=out)
 
     def to_tensors(self, prefix: str = "x") -> dict[str, np.ndarray]:
         return {f"{prefix}_mean": self.mean, f"{prefix}_std": self.std}
