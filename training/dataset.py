@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -327,7 +328,10 @@ def build_dataset(spec: SourceSpec | Sequence[SourceSpec], *, cache_dir: Path | 
     if cache_dir is not None:
         path = Path(cache_dir) / f"{spec.name}-{cache_key(spec, cfg)}.npz"
         if path.exists() and not refresh:
-            return load_npz(path)
+            try:
+                return load_npz(path)
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+                pass  # a damaged cache entry (an interrupted write elsewhere): rebuild it
     from himari.training.pipeline import run_pipeline
 
     ds = run_pipeline(spec, cfg)

@@ -82,6 +82,9 @@ def test_cache_roundtrip_and_key(tmp_path: Path) -> None:
     for k in D.PER_BAR:
         assert np.array_equal(getattr(a, k), getattr(b, k)), k
     assert np.array_equal(a.tac_rows, b.tac_rows) and b.meta == a.meta
+    files[0].write_bytes(b"not a zip file")  # a damaged cache entry is rebuilt, not fatal
+    c = build_dataset(spec, cache_dir=tmp_path)
+    assert np.array_equal(c.close, a.close) and np.load(files[0], allow_pickle=False) is not None
     other = SourceSpec(name="tiny", kind="synthetic",
                        synthetic={"n_ticks": 20_000, "ticks_per_day": 20_000.0, "seed": 6})
     cfg = default_config()
