@@ -8,7 +8,9 @@ closes it (no reversal in one step). The position is taken at C_t and held to C_
 
 fee = (fee_bps + slippage_bps) 1e-4 per unit of position changed, default 1 bp fee + 1 bp
 slippage (the simulated venue's taker fee is 1 bp; slippage is our allowance for crossing the
-spread); sigma_t = EWMA std (span 100, zero mean, bias-corrected weights, returns up to C_t only,
+spread; `training/run.env_config_from` reads the fee from the daemon config). A replay fills the
+market order at the first tick after the bar close, not at C_t: the slippage allowance stands for
+that gap too; sigma_t = EWMA std (span 100, zero mean, bias-corrected weights, returns up to C_t only,
 restarted per segment) of 5-minute simple returns, floored at `sigma_floor` (a flat stretch must not
 divide by ~0).
 
