@@ -9,6 +9,7 @@ directory another daemon holds, a damaged journal; 1 for a runtime failure a res
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from himari.daemon.statedir import StartupError
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 
 
-def _parser(sandbox: bool = False) -> argparse.ArgumentParser:
+def _parser(sandbox: bool = False, train: bool = False,
+            evaluate: bool = False) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="himari", description="himari: an asyncio trading daemon")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -77,13 +79,25 @@ def _parser(sandbox: bool = False) -> argparse.ArgumentParser:
         sub.add_parser("sandbox", help="serve the local broker sandbox on Alpaca's protocol "
                        "(127.0.0.1; keys from APCA_API_KEY_ID / APCA_API_SECRET_KEY)")
 
+    if train:  # the training stack (gymnasium, d3rlpy, torch) is imported only for `himari train`
+        importlib.import_module("himari.training.run").add_parser(sub)
+    else:
+        sub.add_parser("train", help="train the decision agents (see himari train --help)")
+    if evaluate:  # plotly and the walk-forward only for `himari evaluate`
+        importlib.import_module("himari.training.evaluate").add_parser(sub)
+    else:
+        sub.add_parser("evaluate", help="walk-forward on held-out data (see himari evaluate "
+                       "--help)")
+
     sub.add_parser("version", help="print the version")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
-    parser = _parser(sandbox=bool(words) and words[0] == "sandbox")
+    first = words[0] if words else ""
+    parser = _parser(sandbox=first == "sandbox", train=first == "train",
+                     evaluate=first == "evaluate")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
@@ -109,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
             return _journal(args.state_dir)
         if args.command == "data":
             return _data(args)
+        if args.command == "train":
+            return int(importlib.import_module("himari.training.run").main(args))
+        if args.command == "evaluate":
+            return int(importlib.import_module("himari.training.evaluate").main(args))
     except (ConfigError, StartupError) as exc:
         print(f"himari: {exc}", file=sys.stderr)
         return EXIT_USAGE
