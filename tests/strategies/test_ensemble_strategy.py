@@ -239,6 +239,7 @@ def test_decides_at_the_end_of_the_bar_with_that_bars_strategic_matrix(monkeypat
 
     fake_loaders(monkeypatch, {"cql": Spy("cql")})
     strat, bus, decisions, _ = build(EnsembleConfig(agents=["cql"]))
+    seen.clear()  # the build's warm-up call
     bus.publish(tm(1))
     newer = msgspec.structs.replace(sm(1), values=np.full((48, 13), 7.0, np.float32))
     bus.publish(newer)  # the 30-minute matrix of the same bar comes after the tactical one
