@@ -4,11 +4,15 @@ Agents are the real ones when their checkpoints load from the shipped directory 
 any that do not are replaced by a labelled stand-in: a numpy MLP 257-64-64-3 (the size class the
 D-agents are asked to keep), a fixed-output tactical / strategic team. Prints:
   1. each voter's act p50/p99 (us, batch of one) and the full `decide` p50/p99 (every agent,
-     voting, scaling, the breakdown dict the record carries), plus the engine's own overhead
-     (decide with zero-cost agents);
+     voting, scaling, the breakdown dict the record carries), the engine's own overhead (decide
+     with zero-cost agents), the mean CPU (thread) time of both, and the teams timed directly
+     (tactical: team + 2.4 aggregation; strategic: 3.1 inputs + team + 3.3 ensemble), since they
+     run outside the per-bar loop (after a go-ahead / on a 30-minute matrix or a synergy);
   2. RSS growth over 1,000 consecutive decisions after a warm-up (target < 20 MB);
-  3. a default replay (1,000,000 synthetic ticks) with the ensemble deciding on every closed
-     5-minute bar: ticks/s from ready to report (target >= 1,000,000).
+  3. default replays (1,000,000 synthetic ticks): the EMA cross with matrices on (the baseline),
+     the ensemble as configured by default (deciding once a ready strategic matrix exists) and
+     deciding on every closed 5-minute bar: ticks/s from ready to report (target >= 1,000,000)
+     and the ratio to the baseline, which survives a busy machine better than absolute figures.
 Usage: python bench/bench_ensemble.py [--decisions N] [--ticks N] [--checkpoints DIR] [--no-replay]
 """
 
