@@ -112,6 +112,8 @@ def mlp_ln_forward(x, flat, dims, work, out):  # pragma: no cover - numba
     """A "Linear, ReLU, LayerNorm" stack then a Linear head, from `pack_mlp_ln`'s flat layout.
 
     dims = (n_in, h_1, ..., h_k, n_out); work (2, max width) scratch; out (n_out,) logits.
+    Per layer the flat array holds W transposed (n_in x n_out, row-major), b, then for hidden
+    layers the LayerNorm gamma and beta.
     Dropout is the identity at inference.
     """
     n_layers = dims.shape[0] - 1
@@ -125,13 +127,17 @@ def mlp_ln_forward(x, flat, dims, work, out):  # pragma: no cover - numba
         n_out = dims[layer + 1]
         last = layer == n_layers - 1
         target = out if last else dst
+        bias = pos + n_in * n_out
         for o in range(n_out):
-            acc = flat[pos + n_in * n_out + o]  # bias
-            row = pos + o * n_in
-            for i in range(n_in):
-                acc += flat[row + i] * src[i]
-            target[o] = acc
-        pos += n_in * n_out + n_out
+            target[o] = flat[bias + o]
+        # weights stored transposed (in, out): the inner loop is independent across outputs, so
+        # it vectorises instead of waiting on one long chain of dependent additions
+        for i in range(n_in):
+            xi = src[i]
+            row = pos + i * n_out
+            for o in range(n_out):
+                target[o] += flat[row + o] * xi
+        pos = bias + n_out
         if not last:
             relu(dst[:n_out])
             layernorm(dst[:n_out], flat[pos:pos + n_out], flat[pos + n_out:pos + 2 * n_out],
@@ -157,7 +163,7 @@ def pack_mlp_ln(layers: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, np.nd
             raise ValueError(f"layer {k}: weight shape {w.shape} does not follow width {dims[-1]}"
                              f" (or {len(layer)} arrays where {expected} are expected)")
         n_out = w.shape[0]
-        parts.append(w.ravel())
+        parts.append(w.T.ravel())  # (in, out) order, see mlp_ln_forward
         for extra in layer[1:]:
             v = np.asarray(extra, dtype=np.float64).ravel()
             if v.shape != (n_out,):
