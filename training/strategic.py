@@ -150,9 +150,37 @@ def _critic_input(col_z: torch.Tensor, ctx: torch.Tensor, probs: list[torch.Tens
     return torch.cat([col_z, ctx] + probs, dim=1)
 
 
-def train_arrays(arr: StrategicArrays, seed: int, cfg: StrategicConfig
+def evaluate(team: StrategicTeamNet, means: list[np.ndarray], stds: list[np.ndarray],
+             arr: StrategicArrays, sigma: float, cfg: StrategicConfig) -> dict[str, float]:
+    """Greedy (argmax) rewards of each agent and of the weighted ensemble over `arr`."""
+    team.eval()
+    xs = [torch.from_numpy(((np.asarray(x, np.float64) - m) / s).astype(np.float32))
+          for x, m, s in zip(arr.inputs, means, stds)]
+    fwd = np.asarray(arr.fwd_return, np.float64)
+    with torch.no_grad():
+        probs = [torch.softmax(z, -1) for z in
+                 team(xs, torch.from_numpy(np.asarray(arr.volatility_30, np.float32)))]
+        ens_p = sum(w * p for w, p in zip(team.weights(), probs))
+    acts = np.stack([p.argmax(-1).numpy() for p in probs], axis=1)
+    ens = ens_p.argmax(-1).numpy()
+    r = rewards(np.concatenate([acts, ens[:, None]], 1), fwd, sigma,
+                np.asarray(arr.synergy_conf, np.float64), np.asarray(arr.synergy_dir, np.float64),
+                cfg)
+    out = {f"{a}_greedy_reward": float(r[:, i].mean()) for i, a in enumerate(STRATEGIC_AGENTS)}
+    out["ensemble_greedy_reward"] = float(r[:, 3].mean())
+    traded = ens != 1
+    hits = np.sign(ens[traded] - 1) == np.sign(fwd[traded])
+    out["ensemble_trade_share"] = float(traded.mean())
+    out["ensemble_hit_rate"] = float(hits.mean()) if traded.any() else 0.0
+    out["ensemble_proceed_share"] = float(((ens_p.max(-1).values > 0.65).numpy() & traded).mean())
+    return out
+
+
+def train_arrays(arr: StrategicArrays, seed: int, cfg: StrategicConfig,
+                 valid: StrategicArrays | None = None
                  ) -> tuple[StrategicTeamNet, list[np.ndarray], list[np.ndarray], dict[str, Any]]:
-    """PPO on prepared decision points; returns the team, its input statistics and metrics."""
+    """PPO on prepared decision points; returns the team, its input statistics and metrics
+    (greedy rewards before and after on the training points, and after on `valid` if given)."""
     if len(arr) < 8:
         raise ValueError(f"strategic training needs decision points, got {len(arr)}")
     torch.manual_seed(seed)
@@ -178,19 +206,7 @@ def train_arrays(arr: StrategicArrays, seed: int, cfg: StrategicConfig
     w_opt = torch.optim.Adam([team.omega], lr=cfg.omega_lr, weight_decay=cfg.omega_weight_decay)
 
     def greedy() -> dict[str, float]:
-        team.eval()
-        with torch.no_grad():
-            probs = [torch.softmax(z, -1) for z in team(xs, vol)]
-        acts = np.stack([p.argmax(-1).numpy() for p in probs], axis=1)
-        ens = sum(w * p for w, p in zip(team.weights().detach(), probs)).argmax(-1).numpy()
-        r = rewards(np.concatenate([acts, ens[:, None]], 1), fwd, sigma, conf, direction, cfg)
-        out = {f"{a}_greedy_reward": float(r[:, i].mean()) for i, a in enumerate(STRATEGIC_AGENTS)}
-        out["ensemble_greedy_reward"] = float(r[:, 3].mean())
-        traded = ens != 1
-        hits = np.sign(ens[traded] - 1) == np.sign(fwd[traded])
-        out["ensemble_trade_share"] = float(traded.mean())
-        out["ensemble_hit_rate"] = float(hits.mean()) if traded.any() else 0.0
-        return out
+        return evaluate(team, means, stds, arr, sigma, cfg)
 
     before = greedy()
     history: list[dict[str, float]] = []
@@ -274,6 +290,8 @@ def train_arrays(arr: StrategicArrays, seed: int, cfg: StrategicConfig
     team.eval()
     after = greedy()
     metrics: dict[str, Any] = {
+        "valid": (evaluate(team, means, stds, valid, sigma, cfg)
+                  if valid is not None and len(valid) else None),
         "decision_points": n, "iterations": cfg.iterations, "sigma_fwd": sigma,
         "before": before, "after": after,
         "last_mean_sampled_reward": history[-1]["mean_reward"] if history else None,
@@ -289,12 +307,13 @@ def train(data: Any, out_dir: Path, seed: int, quick: bool) -> dict[str, Any]:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     cfg = StrategicConfig.quick() if quick else StrategicConfig()
-    env_cfg = getattr(data, "env", None)
-    if env_cfg is not None and hasattr(env_cfg, "fee"):
-        cfg.fee = float(env_cfg.fee)
+    cfg.fee = _fee(data, cfg.fee)
     ds = _training_dataset(data)
     arr = decision_arrays(ds, cfg.horizon_bars)
-    team, means, stds, metrics = train_arrays(arr, seed, cfg)
+    valid_ds = getattr(data, "valid", None)
+    valid = decision_arrays(valid_ds, cfg.horizon_bars) if valid_ds is not None and len(
+        valid_ds) else None
+    team, means, stds, metrics = train_arrays(arr, seed, cfg, valid)
     metrics["train_seconds"] = round(time.perf_counter() - t0, 2)
     meta = {
         "agent": NAME, "seed": seed, "quick": quick, "config": asdict(cfg),
@@ -314,13 +333,21 @@ def train(data: Any, out_dir: Path, seed: int, quick: bool) -> dict[str, Any]:
 def _training_dataset(data: Any) -> Any:
     """The BarDataset to train on from whatever `himari train` passes (TrainingData or a
     BarDataset)."""
-    for attr in ("train", "train_ds", "dataset"):
+    for attr in ("train",):
         ds = getattr(data, attr, None)
         if ds is not None and hasattr(ds, "strategic_bars"):
             return ds
     if hasattr(data, "strategic_bars"):
         return data
     raise TypeError(f"cannot find a training BarDataset in {type(data).__name__}")
+
+
+def _fee(data: Any, default: float) -> float:
+    """Cost per unit of position changed from TrainingData (`fee`, else `env.fee`), or default."""
+    fee = getattr(data, "fee", None)
+    if fee is None:
+        fee = getattr(getattr(data, "env", None), "fee", None)
+    return float(fee) if fee is not None else default
 
 
 def _data_range_bars(ds: Any) -> dict[str, Any]:

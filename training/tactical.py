@@ -156,8 +156,9 @@ def _gae(r: np.ndarray, v: np.ndarray, v_last: np.ndarray, gamma: float, lam: fl
 class _Episodes:
     """Per-bar arrays the rollouts gather from (built once)."""
 
-    def __init__(self, ds: Any, fee: float, sigma: np.ndarray) -> None:
+    def __init__(self, ds: Any, fee: float, sigma: np.ndarray, env_cfg: Any) -> None:
         self.ds = ds
+        self.env_cfg = env_cfg
         self.fee = fee
         self.sigma = sigma
         self.close = ds.close.astype(np.float64)
@@ -187,7 +188,8 @@ class _Episodes:
         sl = slice(s, s + steps)
         team_act, _, d = aggregate(*[p[:steps] for p in probs], self.syn_type[sl],
                                    self.syn_dir[sl])
-        _, team_r, pos_state = simulate(team_act, self.close[s:e], self.atr[sl], self.sigma[sl])
+        _, team_r, pos_state = simulate(team_act, self.close[s:e], self.atr[sl], self.sigma[sl],
+                                         self.env_cfg)
         ret = (self.close[s + 1:e] - self.close[sl]) / self.close[sl]
         sig = self.sigma[sl]
         r = np.zeros((steps, 3))
@@ -204,20 +206,58 @@ class _Episodes:
         return r, np.concatenate([pos_state, last])
 
 
+def evaluate(team: TacticalTeamNet, ep: _Episodes, days: list[tuple[int, int]]
+             ) -> dict[str, float]:
+    """Greedy (argmax) per-agent shadow rewards and the aggregated team's env reward r~, per
+    step, over `days`."""
+    from himari.training.env import simulate
+
+    team.eval()
+    tot = np.zeros(3)
+    team_r = 0.0
+    executed = 0
+    steps = 0
+    for s, e in days:
+        idx = np.arange(s, e)
+        with torch.no_grad():
+            probs = [torch.softmax(z, -1).numpy() for z in team(ep.matrices(idx))]
+        acts = np.stack([p.argmax(1) for p in probs], 1)
+        r, _ = ep.rewards(s, e, acts, probs, TacticalConfig(team_weight=0.0))
+        tot += r.sum(0)
+        team_act = aggregate(*[p[:-1] for p in probs], ep.syn_type[s:e - 1],
+                             ep.syn_dir[s:e - 1])[0]
+        team_r += float(simulate(team_act, ep.close[s:e], ep.atr[s:e - 1],
+                                 ep.sigma[s:e - 1], ep.env_cfg)[1].sum())
+        executed += int((team_act != 1).sum())
+        steps += e - s - 1
+    steps = max(steps, 1)
+    out = {f"{a}_greedy_reward": float(tot[i] / steps) for i, a in enumerate(TACTICAL_AGENTS)}
+    out["team_greedy_reward"] = team_r / steps
+    out["team_execute_share"] = executed / steps
+    return out
+
+
+def _episodes(ds: Any, fee: float, env_cfg: Any) -> tuple[_Episodes, list[tuple[int, int]]]:
+    from himari.training.env import episode_runs, ewma_sigma
+
+    sigma = ewma_sigma(ds.close.astype(np.float64), ds.segment, env_cfg.sigma_span,
+                       env_cfg.sigma_floor)
+    return _Episodes(ds, fee, sigma, env_cfg), trading_days(ds, episode_runs(ds))
+
+
 def train_dataset(ds: Any, seed: int, cfg: TacticalConfig, fee: float = 2e-4,
-                  env_cfg: Any = None) -> tuple[TacticalTeamNet, dict[str, Any]]:
-    from himari.training.env import EnvConfig, episode_runs, ewma_sigma, simulate
+                  env_cfg: Any = None, valid: Any = None
+                  ) -> tuple[TacticalTeamNet, dict[str, Any]]:
+    """MAPPO on a BarDataset's trading days; metrics before/after (and on `valid` if given)."""
+    from himari.training.env import EnvConfig
 
     env_cfg = env_cfg or EnvConfig()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
-    sigma = ewma_sigma(ds.close.astype(np.float64), ds.segment, env_cfg.sigma_span,
-                       env_cfg.sigma_floor)
-    days = trading_days(ds, episode_runs(ds))
+    ep, days = _episodes(ds, fee, env_cfg)
     if not days:
         raise ValueError("tactical training: no trading day of ready bars in the data")
-    ep = _Episodes(ds, fee, sigma)
     team = TacticalTeamNet(cfg.channels, cfg.pool, cfg.fc, cfg.head)
     critic = TacticalCritic(cfg.critic_hidden)
     opts = [torch.optim.Adam(a.parameters(), lr=cfg.actor_lr) for a in team.actors]
@@ -228,28 +268,7 @@ def train_dataset(ds: Any, seed: int, cfg: TacticalConfig, fee: float = 2e-4,
                                               rng.choice(len(days), 40, replace=False)]
 
     def greedy() -> dict[str, float]:
-        team.eval()
-        tot = np.zeros(3)
-        team_r = 0.0
-        executed = 0
-        steps = 0
-        for s, e in eval_days:
-            idx = np.arange(s, e)
-            with torch.no_grad():
-                probs = [torch.softmax(z, -1).numpy() for z in team(ep.matrices(idx))]
-            acts = np.stack([p.argmax(1) for p in probs], 1)
-            r, _ = ep.rewards(s, e, acts, probs, TacticalConfig(team_weight=0.0))
-            tot += r.sum(0)
-            team_act = aggregate(*[p[:-1] for p in probs], ep.syn_type[s:e - 1],
-                                 ep.syn_dir[s:e - 1])[0]
-            team_r += float(simulate(team_act, ep.close[s:e], ep.atr[s:e - 1],
-                                     sigma[s:e - 1])[1].sum())
-            executed += int((team_act != 1).sum())
-            steps += e - s - 1
-        out = {f"{a}_greedy_reward": float(tot[i] / steps) for i, a in enumerate(TACTICAL_AGENTS)}
-        out["team_greedy_reward"] = team_r / steps
-        out["team_execute_share"] = executed / steps
-        return out
+        return evaluate(team, ep, eval_days)
 
     before = greedy()
     history = []
@@ -319,7 +338,11 @@ def train_dataset(ds: Any, seed: int, cfg: TacticalConfig, fee: float = 2e-4,
                         "mean_reward": np.concatenate(rew_l).mean(0).round(6).tolist()})
     team.eval()
     after = greedy()
-    metrics = {"days": len(days), "iterations": cfg.iterations,
+    valid_metrics = None
+    if valid is not None and len(valid):
+        v_ep, v_days = _episodes(valid, fee, env_cfg)
+        valid_metrics = evaluate(team, v_ep, v_days) if v_days else None
+    metrics = {"days": len(days), "valid": valid_metrics, "iterations": cfg.iterations,
                "transitions_seen": int(sum(h["transitions"] for h in history)),
                "last_mean_sampled_reward": history[-1]["mean_reward"] if history else None,
                "before": before, "after": after}
@@ -328,15 +351,15 @@ def train_dataset(ds: Any, seed: int, cfg: TacticalConfig, fee: float = 2e-4,
 
 def train(data: Any, out_dir: Path, seed: int, quick: bool) -> dict[str, Any]:
     """`himari train` entry: MAPPO on data's training BarDataset, write the checkpoint."""
-    from himari.training.strategic import _data_range_bars, _training_dataset
+    from himari.training.strategic import _data_range_bars, _fee, _training_dataset
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     cfg = TacticalConfig.quick() if quick else TacticalConfig()
     env_cfg = getattr(data, "env", None)
-    fee = float(env_cfg.fee) if env_cfg is not None and hasattr(env_cfg, "fee") else 2e-4
     ds = _training_dataset(data)
-    team, metrics = train_dataset(ds, seed, cfg, fee, env_cfg)
+    team, metrics = train_dataset(ds, seed, cfg, _fee(data, 2e-4), env_cfg,
+                                  getattr(data, "valid", None))
     metrics["train_seconds"] = round(time.perf_counter() - t0, 2)
     meta = {
         "agent": NAME, "seed": seed, "quick": quick, "config": asdict(cfg),
