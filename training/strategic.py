@@ -58,7 +58,7 @@ class StrategicConfig:
     critic_lr: float = 1e-3
     omega_lr: float = 1e-3
     omega_weight_decay: float = 1e-4
-    iterations: int = 60
+    iterations: int = 30
     rollout: int = 2048
     epochs: int = 10
     critic_epochs: int = 4

@@ -65,7 +65,7 @@ class TacticalConfig:
     actor_lr: float = 3e-4
     critic_lr: float = 1e-3
     value_coef: float = 0.5
-    iterations: int = 30
+    iterations: int = 20
     days_per_iteration: int = 10
     epochs: int = 4
     batch: int = 256
