@@ -108,8 +108,9 @@ class TacticalTeam:
         if m.shape != (TACTICAL_ROWS, TACTICAL_COLS):
             raise ValueError(f"tactical matrix has shape {m.shape}, expected "
                              f"({TACTICAL_ROWS}, {TACTICAL_COLS})")
-        if m.dtype != np.float64:
-            m = m.astype(np.float64)
+        if m.dtype != np.float64 or not m.flags.c_contiguous:
+            # one compiled signature only: another dtype or layout would compile anew mid-run
+            m = np.ascontiguousarray(m, dtype=np.float64)
         if not _team_forward(m, *self._w, self._xin, self._h1, self._h2, self._pooled, self._fc,
                              self._hb, self._logits, self._probs):
             raise ValueError("tactical matrix holds NaN or inf")

@@ -140,6 +140,7 @@ def test_strategic_refuses_bad_inputs():
     p32, _ = team.probs(np.zeros(20, np.float32)[::2], np.zeros(10), np.zeros(9), 1.0)
     p64, _ = team.probs(np.zeros(10), np.zeros(10), np.zeros(9), 1.0)
     np.testing.assert_array_equal(p32, p64)
+    assert len(strategic._team_forward.signatures) == 1  # no recompilation for other dtypes
 
 
 def _tactical(seed: int, **sizes):
@@ -230,3 +231,15 @@ def test_checkpoints_round_trip_and_refuse_other_layouts(tmp_path: Path):
     del tensors["entry.head2.bias"]
     with pytest.raises(CheckpointError, match="entry.head2.bias"):
         tactical.TacticalTeam(tensors)
+
+
+def test_tactical_accepts_views_and_dtypes_alike():
+    team = tactical.TacticalTeam(tactical_tensors(_tactical(9)))
+    rng = np.random.default_rng(4)
+    big = rng.normal(size=(60, 14))
+    view = big[:, ::2]  # non-contiguous float64
+    ref = team.probs(np.ascontiguousarray(view))
+    for m in (view, view.astype(np.float32), np.asfortranarray(view)):
+        for got, want in zip(team.probs(m), ref):
+            np.testing.assert_allclose(got, want, atol=1e-6)
+    assert len(tactical._team_forward.signatures) == 1
