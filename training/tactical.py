@@ -188,7 +188,7 @@ class _Episodes:
         sl = slice(s, s + steps)
         team_act, _, d = aggregate(*[p[:steps] for p in probs], self.syn_type[sl],
                                    self.syn_dir[sl])
-        _, team_r, pos_state = simulate(team_act, self.close[s:e], self.atr[sl], self.sigma[sl],
+        pos, team_r, pos_state = simulate(team_act, self.close[s:e], self.atr[sl], self.sigma[sl],
                                          self.env_cfg)
         ret = (self.close[s + 1:e] - self.close[sl]) / self.close[sl]
         sig = self.sigma[sl]
@@ -202,7 +202,7 @@ class _Episodes:
         r += cfg.team_weight * team_r[:, None]
         # the position state seen at the day's last bar (for the critic's bootstrap value)
         last = np.zeros((1, 4))
-        last[0, 0] = team_act[-1] - 1 if steps else 0
+        last[0, 0] = pos[-1] if steps else 0  # upnl left 0: the day is over
         return r, np.concatenate([pos_state, last])
 
 
@@ -237,6 +237,13 @@ def evaluate(team: TacticalTeamNet, ep: _Episodes, days: list[tuple[int, int]]
     return out
 
 
+def _spread(days: list[tuple[int, int]], k: int) -> list[tuple[int, int]]:
+    """At most k days, evenly spread (the greedy evaluation's sample; no randomness)."""
+    if len(days) <= k:
+        return days
+    return [days[i] for i in np.linspace(0, len(days) - 1, k).round().astype(int)]
+
+
 def _episodes(ds: Any, fee: float, env_cfg: Any) -> tuple[_Episodes, list[tuple[int, int]]]:
     from himari.training.env import episode_runs, ewma_sigma
 
@@ -264,8 +271,7 @@ def train_dataset(ds: Any, seed: int, cfg: TacticalConfig, fee: float = 2e-4,
     c_opt = torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr)
     temps = torch.tensor(cfg.temperatures).reshape(3, 1, 1)
 
-    eval_days = days if len(days) <= 40 else [days[i] for i in
-                                              rng.choice(len(days), 40, replace=False)]
+    eval_days = _spread(days, 40)
 
     def greedy() -> dict[str, float]:
         return evaluate(team, ep, eval_days)
@@ -341,7 +347,7 @@ def train_dataset(ds: Any, seed: int, cfg: TacticalConfig, fee: float = 2e-4,
     valid_metrics = None
     if valid is not None and len(valid):
         v_ep, v_days = _episodes(valid, fee, env_cfg)
-        valid_metrics = evaluate(team, v_ep, v_days) if v_days else None
+        valid_metrics = evaluate(team, v_ep, _spread(v_days, 60)) if v_days else None
     metrics = {"days": len(days), "valid": valid_metrics, "iterations": cfg.iterations,
                "transitions_seen": int(sum(h["transitions"] for h in history)),
                "last_mean_sampled_reward": history[-1]["mean_reward"] if history else None,
