@@ -318,7 +318,7 @@ def train(data: Any, out_dir: Path, seed: int, quick: bool) -> dict[str, Any]:
     meta = {
         "agent": NAME, "seed": seed, "quick": quick, "config": asdict(cfg),
         "hidden": list(cfg.hidden), "agents": list(STRATEGIC_AGENTS),
-        "data": _data_range(ds, arr),
+        "data": {**_data_range(ds, arr), **_split_meta(data)},
         "feature_stats": {a: {"mean": m.tolist(), "std": s.tolist()}
                           for a, m, s in zip(STRATEGIC_AGENTS, means, stds)},
         "metrics": metrics,
@@ -348,6 +348,12 @@ def _fee(data: Any, default: float) -> float:
     if fee is None:
         fee = getattr(getattr(data, "env", None), "fee", None)
     return float(fee) if fee is not None else default
+
+
+def _split_meta(data: Any) -> dict[str, Any]:
+    """TrainingData's own description of the split (parts, validation cut), when it has one."""
+    fn = getattr(data, "checkpoint_meta", None)
+    return {"split": fn()} if callable(fn) else {}
 
 
 def _data_range_bars(ds: Any) -> dict[str, Any]:

@@ -357,7 +357,8 @@ def train_dataset(ds: Any, seed: int, cfg: TacticalConfig, fee: float = 2e-4,
 
 def train(data: Any, out_dir: Path, seed: int, quick: bool) -> dict[str, Any]:
     """`himari train` entry: MAPPO on data's training BarDataset, write the checkpoint."""
-    from himari.training.strategic import _data_range_bars, _fee, _training_dataset
+    from himari.training.strategic import (_data_range_bars, _fee, _split_meta,
+                                            _training_dataset)
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
@@ -369,7 +370,7 @@ def train(data: Any, out_dir: Path, seed: int, quick: bool) -> dict[str, Any]:
     metrics["train_seconds"] = round(time.perf_counter() - t0, 2)
     meta = {
         "agent": NAME, "seed": seed, "quick": quick, "config": asdict(cfg),
-        "sizes": team.sizes, "agents": list(TACTICAL_AGENTS), "data": _data_range_bars(ds),
+        "sizes": team.sizes, "agents": list(TACTICAL_AGENTS), "data": {**_data_range_bars(ds), **_split_meta(data)},
         "metrics": metrics,
         "notes": ("MAPPO on trading days; per-agent rewards = own shadow vote (entry: timing of "
                   "the FVG/momentum direction) + 0.5 team r~ of the aggregated action; see "
