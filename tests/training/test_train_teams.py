@@ -177,3 +177,31 @@ def test_trading_days_split_at_utc_midnight():
         assert len(set((ds.ts_ns[s:e] // T.DAY_NS).tolist())) == 1
     assert days[0][0] == 0 and days[-1][1] == len(ds)
     assert all(a[1] == b[0] for a, b in zip(days, days[1:]))
+
+
+def test_himari_train_runs_both_teams_and_relabels_regimes(tmp_path: Path):
+    """Through the `himari train` orchestration (training/run.py) with a real TrainingData: both
+    trainers run, write loadable checkpoints with validation metrics, and the strategic team
+    just trained is what the regime relabelling loads."""
+    from himari.decision.regime import regimes
+    from himari.training.env import EnvConfig
+    from himari.training.offline import BehaviourConfig, build_offline
+    from himari.training.run import TrainingData, run_train
+
+    ds = random_dataset(2400, 2, seed=9)
+    valid = random_dataset(1200, 1, seed=10)
+    reg = regimes(ds.volatility_30, 2.0)
+    off = build_offline(ds, reg, 0, behaviour=BehaviourConfig(episode_bars=100))
+    data = TrainingData(ds, valid, off.stats, 2.0, reg, regimes(valid.volatility_30, 2.0),
+                        EnvConfig(), 2e-4, 0, True, {"parts": ["toy"]}, off)
+    lines: list[str] = []
+    rc, report = run_train(tmp_path, ["strategic", "tactical"], 5, True, log=lines.append,
+                           data=data)
+    assert rc == 0, lines
+    for name, kind in (("strategic", "strategic_team"), ("tactical", "tactical_team")):
+        entry = report["agents"][name]
+        assert entry["status"] == "trained"
+        assert entry["metrics"]["valid"] is not None
+        meta = (run_strategic if name == "strategic" else run_tactical).load(tmp_path).meta
+        assert meta["agent"] == kind and meta["seed"] == 5
+        assert meta["data"]["split"] == {"parts": ["toy"]}
