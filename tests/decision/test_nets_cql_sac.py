@@ -112,14 +112,14 @@ def test_act_rejects_non_finite_and_wrong_shape(tmp_path: Path) -> None:
     x[17] = np.inf
     with pytest.raises(ValueError, match="index 17"):
         agent.act(_inp(x))
+    x[17], x[200] = 0.0, np.nan  # the kernel is compiled without no-NaN assumptions
+    with pytest.raises(ValueError, match="index 200"):
+        agent.act(_inp(x))
     with pytest.raises(ValueError, match=r"shape \(256,\)"):
         agent.act(_inp(np.zeros(256)))
 
 
-# -- against the torch modules d3rlpy trains ---------------------------------------------------
-
-torch = pytest.importorskip("torch")
-pytest.importorskip("d3rlpy")
+# -- against the torch modules d3rlpy trains (the train extra; skipped without it) --------------
 
 
 def _trained(module, seed: int):
@@ -141,6 +141,8 @@ def _trained(module, seed: int):
 
 
 def test_cql_numpy_forward_equals_torch_critics(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("d3rlpy")
     from himari.training import cql as train_cql
 
     algo, scale, offset = _trained(train_cql, 3)
@@ -161,6 +163,8 @@ def test_cql_numpy_forward_equals_torch_critics(tmp_path: Path) -> None:
 
 
 def test_sac_numpy_forward_equals_torch_actor(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("d3rlpy")
     from himari.training import sac as train_sac
 
     algo, scale, offset = _trained(train_sac, 4)
