@@ -1,0 +1,79 @@
+"""What the sequence trainers (PPO-LSTM, CGDT) take from `himari train`'s TrainingData.
+
+`OfflineArrays`: flat offline trajectories (z-scored observations, canonical actions, env rewards
+r~, per-step terminal flags, episode boundaries) plus the feature statistics used to z-score,
+which the checkpoints store so run time normalises the same way. `offline_arrays(data, seed)` and
+`env_factory(data, seed)` adapt the data helper's TrainingData (training/run.py) to them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+OBS_CLIP = 10.0
+BARS_PER_YEAR = 365 * 288  # 5-minute bars, 24/7 (crypto); the Sharpe annualisation of G39
+
+
+@dataclass
+class OfflineArrays:
+    obs: np.ndarray           # (N, 257) float32, z-scored and clipped to +-OBS_CLIP
+    actions: np.ndarray       # (N,) int, canonical 0 SELL 1 HOLD 2 BUY
+    rewards: np.ndarray       # (N,) float32, r~ of the step
+    terminals: np.ndarray     # (N,) bool, the episode truly ended after this step
+    episode_ends: np.ndarray  # (E,) int, exclusive end of each episode, ascending, last == N
+    mean: np.ndarray          # (257,) statistics the observations were z-scored with
+    std: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.obs)
+        if self.obs.ndim != 2 or self.obs.shape[1] != 257:
+            raise ValueError(f"obs has shape {self.obs.shape}, expected (N, 257)")
+        for field in ("actions", "rewards", "terminals"):
+            if len(getattr(self, field)) != n:
+                raise ValueError(f"{field} has {len(getattr(self, field))} rows, obs has {n}")
+        if len(self.episode_ends) == 0 or int(self.episode_ends[-1]) != n:
+            raise ValueError(f"episode_ends must end at N={n}, got {self.episode_ends[-1:]}")
+        if not np.all(np.isfinite(self.obs)) or not np.all(np.isfinite(self.rewards)):
+            raise ValueError("obs or rewards hold non-finite values")
+        self.obs = np.ascontiguousarray(self.obs, dtype=np.float32)
+
+    def transition_index(self) -> np.ndarray:
+        """Steps with a successor in their episode, plus terminal last steps (bootstrap masked)."""
+        last = np.zeros(len(self.obs), bool)
+        last[np.asarray(self.episode_ends) - 1] = True
+        return np.flatnonzero(~last | self.terminals).astype(np.int64)
+
+    def session_returns_to_go(self, length: int) -> np.ndarray:
+        """Undiscounted returns-to-go within sessions of at most `length` steps (spec D10)."""
+        out = np.empty(len(self.rewards), np.float64)
+        for start, end, _ in session_bounds(self.episode_ends, self.terminals, length):
+            r = self.rewards[start:end].astype(np.float64)
+            out[start:end] = np.cumsum(r[::-1])[::-1]
+        return out
+
+
+def session_bounds(episode_ends: np.ndarray, terminals: np.ndarray,
+                   length: int) -> Iterator[tuple[int, int, bool]]:
+    """(start, end, terminal) of each session: episodes cut into chunks of `length` steps."""
+    start = 0
+    for end in np.asarray(episode_ends, dtype=np.int64):
+        for s in range(start, int(end), length):
+            e = min(s + length, int(end))
+            yield s, e, bool(e == end and terminals[e - 1])
+        start = int(end)
+
+
+def offline_arrays(data: Any, seed: int) -> tuple[OfflineArrays, dict[str, Any]]:
+    """OfflineArrays from `himari train`'s TrainingData (or an OfflineArrays given directly)."""
+    if isinstance(data, OfflineArrays):
+        return data, {"source": "arrays"}
+    raise NotImplementedError("TrainingData adapter lands with training/offline.py")
+
+
+def env_factory(data: Any, seed: int) -> tuple[Callable[[int], Any], np.ndarray, np.ndarray,
+                                               dict[str, Any]]:
+    """(make_env(rank), mean, std, data metadata) from TrainingData."""
+    raise NotImplementedError("TrainingData adapter lands with training/env.py")
