@@ -6,7 +6,7 @@ Every kernel works on float32 arrays laid out exactly as torch stores them (nn.L
 (out, in)), writes into caller-owned buffers and allocates nothing. An agent's weights are packed
 into ONE flat float32 array with an offsets table (`pack`): Numba's dispatcher costs ~0.2 us per
 array argument, so a kernel taking 30 weight arrays would spend more time being called than
-computing. Each agent makes one kernel call per decision. `fastmath` lets LLVM vectorise the dot products; the result differs from torch by
+computing. Each agent makes one kernel call per decision. Reassociation (`_FM`) lets LLVM vectorise the dot products; the result differs from torch by
 rounding only (the agreement tests use a 1e-5 tolerance).
 """
 
@@ -18,9 +18,12 @@ import numpy as np
 from numba import njit
 
 _SQRT1_2 = 0.7071067811865476
+# fastmath without 'nnan'/'ninf': reassociation lets the dot products vectorise, while the
+# NaN/inf check on the input must survive optimisation
+_FM = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=_FM)
 def _matvec(w: np.ndarray, b: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
     """out = w @ x + b, w (n, m)."""
     n, m = w.shape
@@ -96,7 +99,7 @@ def softmax_into(logits: np.ndarray, out: np.ndarray) -> None:
         out[i] /= s
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=_FM)
 def dt_push_token(e: np.ndarray, ln1_g: np.ndarray, ln1_b: np.ndarray,
                   wk: np.ndarray, bk: np.ndarray, wv: np.ndarray, bv: np.ndarray,
                   keys: np.ndarray, values: np.ndarray, slot: int, tmp: np.ndarray) -> None:
@@ -108,7 +111,7 @@ def dt_push_token(e: np.ndarray, ln1_g: np.ndarray, ln1_b: np.ndarray,
     _matvec(wv, bv, tmp, values[slot])
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=_FM)
 def dt_query(e: np.ndarray, n_valid: int, n_heads: int,
              ln1_g: np.ndarray, ln1_b: np.ndarray, wq: np.ndarray, bq: np.ndarray,
              wp: np.ndarray, bp: np.ndarray, ln2_g: np.ndarray, ln2_b: np.ndarray,
@@ -163,7 +166,7 @@ def dt_query(e: np.ndarray, n_valid: int, n_heads: int,
         logits[a] = s
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=_FM)
 def q_ensemble(xn: np.ndarray, w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, b2: np.ndarray,
                base: np.ndarray, q: np.ndarray) -> None:
     """q[m, a] = w2[m] . gelu(w1[m] @ [xn, onehot(a)] + b1[m]) + b2[m] for M members, A actions;
@@ -184,7 +187,7 @@ def q_ensemble(xn: np.ndarray, w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, b
             q[m, a] = s + b2[m]
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=_FM)
 def embed_token(w: np.ndarray, b: np.ndarray, x: np.ndarray, pos: np.ndarray,
                 out: np.ndarray) -> None:
     """out = tanh(w @ x + b) + pos: a DT token (d3rlpy applies the tanh embedding activation to
@@ -235,7 +238,7 @@ def _mat(w: np.ndarray, off: np.ndarray, i: int, rows: int) -> np.ndarray:
 
 # PPO-LSTM packed order: mean, inv_std, w_ih (4H, D), w_hh (4H, H), b (4H), w1 (P, H), b1, w2 (3, P),
 # b2.  dims = (D, H, P).  scratch float32 >= D + 4H + P + 3.
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=_FM)
 def lstm_act(x: np.ndarray, clip: float, w: np.ndarray, off: np.ndarray, dims: np.ndarray,
              h: np.ndarray, c: np.ndarray, scratch: np.ndarray, probs: np.ndarray) -> bool:
     """z-score x, one torch.nn.LSTM step (gate order i, f, g, o; b = b_ih + b_hh) updating h, c
@@ -281,7 +284,7 @@ def lstm_act(x: np.ndarray, clip: float, w: np.ndarray, off: np.ndarray, dims: n
 #  30 critic.b2 (M)
 # dims = (D, E, heads, cap, M, Hc).  scratch float32 >= D + 8E + 4E + cap + Hc + 3M + 3.
 # out float64 (9): raw probs, mean Q, sample-std Q (per action).
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=_FM)
 def cgdt_step(x: np.ndarray, clip: float, w: np.ndarray, off: np.ndarray, dims: np.ndarray,
               keys: np.ndarray, values: np.ndarray, written: int, t_new: int, t_prev: int,
               prev_action: int, rtg_scaled: float, scratch: np.ndarray, out: np.ndarray) -> int:
