@@ -11,7 +11,8 @@ import numpy as np
 
 from himari import __version__
 from himari.daemon.report import metrics
-from himari.daemon.report.writers import money, write_equity_html, write_fills_csv, write_json
+from himari.daemon.report.writers import (atomic_write, money, write_equity_html, write_fills_csv,
+                                         write_json)
 
 if TYPE_CHECKING:
     from himari.daemon.runners.replay import ReplaySession as Session
@@ -133,7 +134,11 @@ def write_artifacts(session: "Session", out_dir: Path) -> dict[str, str]:
     if session.journal is not None:
         files["journal"] = str(session.journal.path)  # the state dir's when there is one
     write_fills_csv(out_dir / "fills.csv", session.fills, session.instruments)
-    ts, eq, _ = session.portfolio.curve.arrays()
+    ts, eq, pos = session.portfolio.curve.arrays()
+    # The equity curve as data (the walk-forward and notebooks read it; the chart only draws it).
+    files["equity_csv"] = str(out_dir / "equity.csv")
+    rows = "".join(f"{t},{e!r},{p}\n" for t, e, p in zip(ts.tolist(), eq.tolist(), pos.tolist()))
+    atomic_write(out_dir / "equity.csv", ("ts_ns,equity,position_lots\n" + rows).encode())
     names = ", ".join(session.instruments)
     write_equity_html(out_dir / "equity.html", ts, eq,
                       f"himari: equity of {session.cfg.strategy.name} on {names}")

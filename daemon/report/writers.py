@@ -34,8 +34,8 @@ def money(x: Decimal) -> str:
     return format(x, "f")
 
 
-ARTIFACT_NAMES = ("report.json", "fills.csv", "equity.html", "equity.png", "decisions.jsonl",
-                  "journal.jsonl")
+ARTIFACT_NAMES = ("report.json", "fills.csv", "equity.csv", "equity.html", "equity.png",
+                  "decisions.jsonl", "journal.jsonl")
 PREVIOUS_DIR = "previous"
 
 

@@ -1,0 +1,78 @@
+"""Buy and hold: the baseline every strategy is compared with in the walk-forward.
+
+Goes long `quantity` on the first bar of `bar_spec` it sees (in a replay with `replay.history_s`,
+the first bar after the warm-up, so it holds over exactly the traded period), holds, and closes on
+stop, so its PnL is realized like every other row's (one entry fee and one exit fee).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import msgspec
+
+from himari.daemon.bars import BarSpec, BarSpecError
+from himari.daemon.bus import Bus
+from himari.daemon.cache import Cache
+from himari.daemon.clock import Clock
+from himari.daemon.configbase import ConfigError
+from himari.daemon.events import Bar
+from himari.daemon.ids import IdSource
+from himari.daemon.instruments import Instrument, InstrumentError
+from himari.strategies.base import Strategy
+
+
+class BuyHoldConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    quantity: Decimal = Decimal(1)  # in instrument units; must be a whole number of lots
+    bar_spec: str = "5m"
+
+    def __post_init__(self) -> None:
+        if not self.quantity.is_finite() or self.quantity <= 0:
+            raise ConfigError("strategy.params.quantity", str(self.quantity), "a positive number")
+        try:
+            BarSpec.parse(self.bar_spec)
+        except BarSpecError as exc:
+            raise ConfigError("strategy.params.bar_spec", self.bar_spec, str(exc)) from None
+
+
+class BuyHold(Strategy):
+    def __init__(self, cfg: BuyHoldConfig, instrument_id: str, lots: int, bus: Bus, clock: Clock,
+                 ids: IdSource, cache: Cache | None = None, strategy_id: str = "buy_hold") -> None:
+        super().__init__(strategy_id, instrument_id, bus, clock, ids, cache)
+        self.cfg = cfg
+        self.lots = lots
+        self._last_bar_id = ""
+
+    @property
+    def subscriptions(self) -> list[str]:
+        return [self.cfg.bar_spec]
+
+    def on_start(self, order: int = 50) -> None:
+        super().on_start(order)
+        self.bus.subscribe(Bar, self.on_bar, name=f"{self.strategy_id}.bar", order=order)
+
+    def on_bar(self, bar: Bar) -> None:
+        if bar.spec != self.cfg.bar_spec or bar.instrument_id != self.instrument_id:
+            return
+        if not self._last_bar_id:
+            self.order_towards(self.lots, bar.event_id, reason="buy and hold")
+        self._last_bar_id = bar.event_id
+
+    def on_stop(self) -> None:
+        self.flatten(self._last_bar_id or "stop")
+
+
+# ---- plugin interface (daemon/plugins.py)
+
+CONFIG = BuyHoldConfig
+
+
+def build(cfg: BuyHoldConfig, *, instrument: Instrument, bus: Bus, clock: Clock,
+          ids: IdSource, cache: Cache | None = None, strategy_id: str = "buy_hold") -> BuyHold:
+    try:
+        lots = instrument.qty_to_lots(cfg.quantity)
+    except InstrumentError as exc:
+        raise ConfigError("strategy.params.quantity", str(cfg.quantity), str(exc)) from None
+    if lots <= 0:
+        raise ConfigError("strategy.params.quantity", str(cfg.quantity), "at least one lot")
+    return BuyHold(cfg, instrument.id, lots, bus, clock, ids, cache, strategy_id)
