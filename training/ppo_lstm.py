@@ -32,7 +32,7 @@ HEAD_HIDDEN = 32
 N_ENVS = 4
 N_STEPS = 128             # per env per rollout: 512 transitions per update
 BATCH = 128
-QUICK_STEPS = 1024
+QUICK_STEPS = 512
 FULL_STEPS = 60_000
 
 

@@ -67,13 +67,30 @@ def session_bounds(episode_ends: np.ndarray, terminals: np.ndarray,
 
 
 def offline_arrays(data: Any, seed: int) -> tuple[OfflineArrays, dict[str, Any]]:
-    """OfflineArrays from `himari train`'s TrainingData (or an OfflineArrays given directly)."""
+    """OfflineArrays from `himari train`'s TrainingData (training/run.py: `data.offline()` is the
+    behaviour trajectories of training/offline.py, z-scored with `data.stats`), or an
+    OfflineArrays given directly."""
     if isinstance(data, OfflineArrays):
         return data, {"source": "arrays"}
-    raise NotImplementedError("TrainingData adapter lands with training/offline.py")
+    od = data.offline()
+    n = len(od.actions)
+    ends = np.r_[np.asarray(od.episode_starts, np.int64)[1:], n]
+    arr = OfflineArrays(obs=od.observations, actions=np.asarray(od.actions, np.int64),
+                        rewards=np.asarray(od.rewards, np.float32),
+                        terminals=np.asarray(od.terminals) > 0, episode_ends=ends,
+                        mean=np.asarray(od.stats.mean, np.float32),
+                        std=np.asarray(od.stats.std, np.float32))
+    return arr, {**dict(getattr(data, "meta", {}) or {}), "offline_rows": n,
+                 "offline_episodes": int(len(ends))}
 
 
 def env_factory(data: Any, seed: int) -> tuple[Callable[[int], Any], np.ndarray, np.ndarray,
                                                dict[str, Any]]:
-    """(make_env(rank), mean, std, data metadata) from TrainingData."""
-    raise NotImplementedError("TrainingData adapter lands with training/env.py")
+    """(make_env(rank), mean, std, data metadata) from TrainingData: `data.make_env("train",
+    seed)` is training/env.py's TradingEnv over the training bars, observations z-scored with
+    `data.stats` (clipped to +-10, as the run-time agent does)."""
+    def make_env(rank: int) -> Any:
+        return data.make_env("train", seed=seed + 1000 * rank)
+
+    return (make_env, np.asarray(data.stats.mean, np.float32),
+            np.asarray(data.stats.std, np.float32), dict(getattr(data, "meta", {}) or {}))
