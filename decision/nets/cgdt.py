@@ -14,6 +14,10 @@ Return conditioning (G39): a session starts with RTG_0 = target Sharpe x T / sqr
 into sessions of T bars, so a session here also ends after T bars (history, RTG and timestep
 start over), keeping the timestep and RTG inputs in the range the model saw.
 
+`observe(inp, action, reward)` records the action token the way the training data writes it: a
+HOLD while a position is open (`inp.position`, before the bar's action) becomes that position's
+direction (BUY while long, SELL while short).
+
 Critic masking (G34), `lcb_mask`: LCB(a) = mean Q(a) - 1.0 x std Q(a) over 3 Q members (sample
 std); HOLD is always admissible; BUY/SELL only if LCB(a) >= LCB(HOLD); the admissible
 probabilities are renormalised. Q members: Linear(257 + 3 -> H), GELU, Linear(H -> 1) on the
@@ -173,6 +177,10 @@ class CGDTAgent:
             return
         if action not in (SELL, HOLD, BUY):
             raise ValueError(f"action {action!r} is not a canonical index 0..2")
+        if action == HOLD and inp.position != 0:
+            # the training trajectories (training/offline.py) express a held position by its
+            # direction: HOLD there means "flat and staying flat"
+            action = BUY if inp.position > 0 else SELL
         s.pending = int(action)
         if math.isfinite(reward):
             s.rtg -= float(reward)

@@ -242,6 +242,22 @@ def test_cgdt_return_to_go_starts_from_the_target_sharpe_and_subtracts_rewards(d
         105120.0), abs=1e-12)
 
 
+def test_cgdt_hold_on_an_open_position_is_recorded_as_its_direction(dt_parts):
+    _, _, tensors, meta = dt_parts
+    x = np.random.default_rng(8).standard_normal((2, 257)).astype(np.float32)
+    out = {}
+    for key, position, action in (("hold_long", 3, HOLD), ("buy", 0, BUY), ("hold_flat", 0, HOLD)):
+        agent = ncgdt.CGDTAgent(tensors, meta)
+        agent.act(_inp(x[0]))
+        inp = _inp(x[0])
+        inp.position = position
+        agent.observe(inp, action, 0.1)
+        agent.act(_inp(x[1]))
+        out[key] = agent.raw_probs()
+    np.testing.assert_array_equal(out["hold_long"], out["buy"])
+    assert np.abs(out["hold_flat"] - out["buy"]).max() > 1e-6
+
+
 def test_cgdt_target_sharpe_changes_the_transformer_output(dt_parts):
     _, _, tensors, meta = dt_parts
     x = np.random.default_rng(5).standard_normal(257).astype(np.float32)
