@@ -33,7 +33,7 @@ N_ENVS = 4
 N_STEPS = 128             # per env per rollout: 512 transitions per update
 BATCH = 128
 QUICK_STEPS = 512
-FULL_STEPS = 60_000
+FULL_STEPS = 30_000
 
 
 def make_model(venv: Any, seed: int) -> Any:
