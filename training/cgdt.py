@@ -32,7 +32,7 @@ from torch import nn
 from himari.decision.checkpoint import save_checkpoint
 from himari.decision.layout import FEATURE_DIM, N_ACTIONS
 from himari.training.seqdata import (BARS_PER_YEAR, OBS_CLIP, OfflineArrays, offline_arrays,
-                                     session_bounds)
+                                     session_bounds, valid_rollout, with_identity_stats)
 
 AGENT = "cgdt"
 SESSION_STEPS = 288          # one day of 5-minute bars: a DT episode and a run-time session
@@ -186,8 +186,10 @@ def export_tensors(transformer: nn.Module, critic: QEnsemble) -> dict[str, np.nd
 
 
 def train_arrays(arr: OfflineArrays, out_dir: Path, seed: int, quick: bool,
-                 name: str = AGENT, data_meta: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train transformer and critic on `arr`, write checkpoint `<out_dir>/<name>`, return metrics."""
+                 name: str = AGENT, data_meta: dict[str, Any] | None = None,
+                 data: Any = None) -> dict[str, Any]:
+    """Train transformer and critic on `arr`, write checkpoint `<out_dir>/<name>`, return metrics
+    (with a rollout on `data`'s validation env when given)."""
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     dt_steps, critic_steps = (40, 40) if quick else (3000, 3000)
@@ -210,6 +212,10 @@ def train_arrays(arr: OfflineArrays, out_dir: Path, seed: int, quick: bool,
             "bars_per_year": BARS_PER_YEAR, "rtg_scale": rtg_scale, "obs_clip": OBS_CLIP,
             "lcb_k": 1.0, "critic_members": CRITIC_MEMBERS, "critic_hidden": CRITIC_HIDDEN,
             "gamma": GAMMA, "tau": TAU}
+    if data is not None:
+        from himari.decision.nets.cgdt import CGDTAgent
+
+        metrics.update(valid_rollout(CGDTAgent(with_identity_stats(tensors), meta), data))
     save_checkpoint(Path(out_dir), name, tensors, meta)
     return metrics
 
@@ -217,4 +223,4 @@ def train_arrays(arr: OfflineArrays, out_dir: Path, seed: int, quick: bool,
 def train(data: Any, out_dir: Path, seed: int, quick: bool) -> dict[str, Any]:
     """`himari train` entry point: offline trajectories from `data`, checkpoint "cgdt"."""
     arr, data_meta = offline_arrays(data, seed)
-    return train_arrays(arr, out_dir, seed, quick, data_meta=data_meta)
+    return train_arrays(arr, out_dir, seed, quick, data_meta=data_meta, data=data)

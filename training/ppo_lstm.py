@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from himari.decision.checkpoint import save_checkpoint
-from himari.training.seqdata import OBS_CLIP, env_factory
+from himari.training.seqdata import OBS_CLIP, env_factory, valid_rollout, with_identity_stats
 
 AGENT = "ppo_lstm"
 LSTM_HIDDEN = 32
@@ -70,7 +70,7 @@ def export_tensors(policy: Any) -> dict[str, np.ndarray]:
 def train_envs(make_env: Callable[[int], Any], mean: np.ndarray, std: np.ndarray, out_dir: Path,
                seed: int, quick: bool, name: str = AGENT,
                data_meta: dict[str, Any] | None = None,
-               total_steps: int | None = None) -> dict[str, Any]:
+               total_steps: int | None = None, data: Any = None) -> dict[str, Any]:
     """Train on N_ENVS copies of `make_env(rank)` (envs emitting observations z-scored with
     mean/std and clipped to +-OBS_CLIP), write checkpoint `<out_dir>/<name>`, return metrics."""
     from stable_baselines3.common.monitor import Monitor
@@ -98,6 +98,10 @@ def train_envs(make_env: Callable[[int], Any], mean: np.ndarray, std: np.ndarray
             "metrics": metrics, "lstm_hidden": LSTM_HIDDEN, "head_hidden": HEAD_HIDDEN,
             "obs_clip": OBS_CLIP, "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.2,
             "ent_coef": 0.01, "max_grad_norm": 0.5, "learning_rate": 3e-4, "n_epochs": 4}
+    if data is not None:
+        from himari.decision.nets.ppo_lstm import PPOLSTMAgent
+
+        metrics.update(valid_rollout(PPOLSTMAgent(with_identity_stats(tensors), meta), data))
     save_checkpoint(Path(out_dir), name, tensors, meta)
     venv.close()
     return metrics
@@ -106,4 +110,4 @@ def train_envs(make_env: Callable[[int], Any], mean: np.ndarray, std: np.ndarray
 def train(data: Any, out_dir: Path, seed: int, quick: bool) -> dict[str, Any]:
     """`himari train` entry point: the bar env over `data`, checkpoint "ppo_lstm"."""
     make_env, mean, std, data_meta = env_factory(data, seed)
-    return train_envs(make_env, mean, std, out_dir, seed, quick, data_meta=data_meta)
+    return train_envs(make_env, mean, std, out_dir, seed, quick, data_meta=data_meta, data=data)

@@ -94,3 +94,43 @@ def env_factory(data: Any, seed: int) -> tuple[Callable[[int], Any], np.ndarray,
 
     return (make_env, np.asarray(data.stats.mean, np.float32),
             np.asarray(data.stats.std, np.float32), dict(getattr(data, "meta", {}) or {}))
+
+
+def valid_rollout(agent: Any, data: Any, episodes: int = 8, seed: int = 1) -> dict[str, Any]:
+    """The run-time agent (built with obs_mean 0 / obs_std 1, since the env already z-scores)
+    acting by argmax on `data.make_env("valid")`: mean env reward r~ per bar (flat = 0) and the
+    share of each action. None when `data` has no validation split."""
+    from himari.decision.agent import AgentInput
+
+    try:
+        env = data.make_env("valid", seed=seed)
+    except (ValueError, AttributeError, TypeError):
+        return {"valid": None}
+    total, n, counts = 0.0, 0, np.zeros(3, np.int64)
+    tactical = np.zeros((60, 7), np.float32)
+    for _ in range(episodes):
+        obs, _ = env.reset()
+        agent.reset()
+        position, done = 0, False
+        while not done:
+            inp = AgentInput(ts_ns=n, instrument_id="valid", x=obs, tactical=tactical,
+                             strategic=None, regime=2, target_sharpe=2.0, position=position)
+            probs = agent.act(inp).probs
+            action = int(np.argmax(probs))
+            counts[action] += 1
+            obs, reward, term, trunc, info = env.step(action)
+            agent.observe(inp, action, float(reward))
+            position = int(info.get("position", position))
+            total += float(reward)
+            n += 1
+            done = bool(term or trunc)
+    return {"valid_steps": n, "valid_reward_per_bar": total / max(n, 1),
+            "valid_action_share": (counts / max(n, 1)).round(4).tolist(),
+            "valid_note": "argmax, target Sharpe 2.0 (neutral), 8 episodes of the valid env, seed 1"}
+
+
+def with_identity_stats(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out = dict(tensors)
+    out["obs_mean"] = np.zeros_like(tensors["obs_mean"])
+    out["obs_std"] = np.ones_like(tensors["obs_std"])
+    return out
