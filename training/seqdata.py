@@ -126,7 +126,8 @@ def valid_rollout(agent: Any, data: Any, episodes: int = 8, seed: int = 1) -> di
             done = bool(term or trunc)
     return {"valid_steps": n, "valid_reward_per_bar": total / max(n, 1),
             "valid_action_share": (counts / max(n, 1)).round(4).tolist(),
-            "valid_note": "argmax, target Sharpe 2.0 (neutral), 8 episodes of the valid env, seed 1"}
+            "valid_note": "argmax, target Sharpe 2.0 (neutral), 8 episodes of the valid env, "
+                          "seed 1"}
 
 
 def with_identity_stats(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

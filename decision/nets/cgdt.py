@@ -123,7 +123,8 @@ class CGDTAgent:
         if m < 2:
             raise CheckpointError(f"checkpoint {w}: critic has {m} member(s), needs >= 2")
         # order fixed by seqkernels.cgdt_step
-        self._w, self._off = pack([r("obs_mean", (FEATURE_DIM,)), (1.0 / std).astype(np.float32)] + [
+        self._w, self._off = pack([r("obs_mean", (FEATURE_DIM,)),
+                                   (1.0 / std).astype(np.float32)] + [
             r(k, sh) for k, sh in (
                 ("enc.w", (e, FEATURE_DIM)), ("enc.b", (e,)), ("rtg.w", (e, 1)), ("rtg.b", (e,)),
                 ("act_emb", (N_ACTIONS, e)), ("pos_emb", (rows, e)),

@@ -6,8 +6,9 @@ Every kernel works on float32 arrays laid out exactly as torch stores them (nn.L
 (out, in)), writes into caller-owned buffers and allocates nothing. An agent's weights are packed
 into ONE flat float32 array with an offsets table (`pack`): Numba's dispatcher costs ~0.2 us per
 array argument, so a kernel taking 30 weight arrays would spend more time being called than
-computing. Each agent makes one kernel call per decision. Reassociation (`_FM`) lets LLVM vectorise the dot products; the result differs from torch by
-rounding only (the agreement tests use a 1e-5 tolerance).
+computing. Each agent makes one kernel call per decision. Reassociation (`_FM`) lets LLVM
+vectorise the dot products; the result differs from torch by rounding only (the agreement tests
+use a 1e-5 tolerance).
 """
 
 from __future__ import annotations
@@ -236,8 +237,8 @@ def _mat(w: np.ndarray, off: np.ndarray, i: int, rows: int) -> np.ndarray:
     return w[off[i]:off[i + 1]].reshape((rows, n // rows))
 
 
-# PPO-LSTM packed order: mean, inv_std, w_ih (4H, D), w_hh (4H, H), b (4H), w1 (P, H), b1, w2 (3, P),
-# b2.  dims = (D, H, P).  scratch float32 >= D + 4H + P + 3.
+# PPO-LSTM packed order: mean, inv_std, w_ih (4H, D), w_hh (4H, H), b (4H), w1 (P, H), b1,
+# w2 (3, P), b2.  dims = (D, H, P).  scratch float32 >= D + 4H + P + 3.
 @njit(cache=True, fastmath=_FM)
 def lstm_act(x: np.ndarray, clip: float, w: np.ndarray, off: np.ndarray, dims: np.ndarray,
              h: np.ndarray, c: np.ndarray, scratch: np.ndarray, probs: np.ndarray) -> bool:

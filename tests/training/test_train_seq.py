@@ -141,6 +141,6 @@ def test_sessions_cut_episodes_and_returns_to_go_restart_per_session() -> None:
     # every step but the non-terminal episode ends has a successor
     np.testing.assert_array_equal(arr.transition_index(), [0, 1, 2, 3, 5, 6, 7, 8, 9, 10, 11])
     with pytest.raises(ValueError, match="episode_ends"):
-        OfflineArrays(obs=np.zeros((12, 257), np.float32), actions=np.ones(12), rewards=np.zeros(12),
-                      terminals=terminals, episode_ends=np.array([5]), mean=np.zeros(257),
-                      std=np.ones(257))
+        OfflineArrays(obs=np.zeros((12, 257), np.float32), actions=np.ones(12),
+                      rewards=np.zeros(12), terminals=terminals, episode_ends=np.array([5]),
+                      mean=np.zeros(257), std=np.ones(257))
