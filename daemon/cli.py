@@ -9,6 +9,7 @@ directory another daemon holds, a damaged journal; 1 for a runtime failure a res
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from himari.daemon.statedir import StartupError
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 
 
-def _parser(sandbox: bool = False) -> argparse.ArgumentParser:
+def _parser(sandbox: bool = False, train: bool = False,
+            evaluate: bool = False) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="himari", description="himari: an asyncio trading daemon")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -61,11 +63,31 @@ def _parser(sandbox: bool = False) -> argparse.ArgumentParser:
     pp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override one config key")
 
+    dc = sub.add_parser("data", help="the data catalog: CSV files parsed once, kept as Parquet")
+    dsub = dc.add_subparsers(dest="data_command", required=True)
+    di = dsub.add_parser("import", help="parse CSV files into the catalog (as a replay would)")
+    di.add_argument("files", nargs="+", metavar="FILE", help="CSV files (ID=path names the instrument)")
+    dl = dsub.add_parser("ls", help="list the catalog's entries")
+    for x in (di, dl):
+        x.add_argument("--config", help="TOML config file: its [feed] mapping and catalog_dir")
+        x.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one config key")
+
     if sandbox:  # its options live with the sandbox (importing it costs aiohttp: only when asked)
         plugins.sandbox_cli().add_parser(sub)
     else:
         sub.add_parser("sandbox", help="serve the local broker sandbox on Alpaca's protocol "
                        "(127.0.0.1; keys from APCA_API_KEY_ID / APCA_API_SECRET_KEY)")
+
+    if train:  # the training stack (gymnasium, d3rlpy, torch) is imported only for `himari train`
+        importlib.import_module("himari.training.run").add_parser(sub)
+    else:
+        sub.add_parser("train", help="train the decision agents (see himari train --help)")
+    if evaluate:  # plotly and the walk-forward only for `himari evaluate`
+        importlib.import_module("himari.training.evaluate").add_parser(sub)
+    else:
+        sub.add_parser("evaluate", help="walk-forward on held-out data (see himari evaluate "
+                       "--help)")
 
     sub.add_parser("version", help="print the version")
     return p
@@ -73,7 +95,9 @@ def _parser(sandbox: bool = False) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
-    parser = _parser(sandbox=bool(words) and words[0] == "sandbox")
+    first = words[0] if words else ""
+    parser = _parser(sandbox=first == "sandbox", train=first == "train",
+                     evaluate=first == "evaluate")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
@@ -97,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
             return int(plugins.sandbox_cli().main(args))
         if args.command == "journal":
             return _journal(args.state_dir)
+        if args.command == "data":
+            return _data(args)
+        if args.command == "train":
+            return int(importlib.import_module("himari.training.run").main(args))
+        if args.command == "evaluate":
+            return int(importlib.import_module("himari.training.evaluate").main(args))
     except (ConfigError, StartupError) as exc:
         print(f"himari: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -116,11 +146,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _check_config(path: str) -> int:
-    from himari.daemon.app import check_mode
     from himari.daemon.config import load_config
+    from himari.daemon.preflight import preflight
 
     cfg = load_config(path)
-    check_mode(cfg)  # accepts exactly what `run` accepts
+    preflight(cfg)  # the validation `run` does, plus reading the data: exactly what run accepts
     print(f"{path}: ok (mode {cfg.daemon.mode}, strategy {cfg.strategy.name}, "
           f"venue {cfg.venue.name})")
     return EXIT_OK
@@ -164,10 +194,10 @@ def _run_replay(cfg, data: list[str], out: Path, quiet: bool = False,  # type: i
 
 
 def _run(args: argparse.Namespace) -> int:
-    from himari.daemon.app import check_mode
+    from himari.daemon.preflight import preflight
 
     cfg = _setup(args.config, args.set)
-    check_mode(cfg)  # paper-sim and replay run; paper/live on a remote broker exit 2 for now
+    preflight(cfg, open_data=False)  # check-config's checks; the session reads the data itself
     out = Path(args.out or cfg.report.out_dir)
     state_dir = args.state_dir or cfg.daemon.state_dir
     return _run_replay(cfg, list(cfg.feed.paths), out, quiet=True,
@@ -190,6 +220,23 @@ def _paper(args: argparse.Namespace) -> int:
         print_summary(report)
         print("reconciliation with the broker: " + json.dumps(recon, sort_keys=True))
     return EXIT_OK if recon is None or recon["positions_equal"] else EXIT_RUNTIME
+
+
+def _data(args: argparse.Namespace) -> int:
+    from himari.daemon import catalog
+    from himari.daemon.config import load_config
+
+    cfg = load_config(args.config, args.set)
+    if args.data_command == "import":
+        for line in catalog.import_files(cfg, list(args.files)):
+            print(line)
+        return EXIT_OK
+    rows = catalog.entries(cfg.feed)
+    print(f"catalog {catalog.catalog_dir(cfg.feed)}: {len(rows)} entr{'y' if len(rows) == 1 else 'ies'}")
+    for r in rows:
+        print(f"{r['state']:8} {r['ticks']:>12,} ticks  {r['kind']:6} tick {r['tick_size']:<10} "
+              f"{r['parquet_bytes'] / 1e6:8.1f} MB  {r['created']}  {r['source']}")
+    return EXIT_OK
 
 
 def _journal(state_dir: str) -> int:

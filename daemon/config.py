@@ -4,7 +4,9 @@ Every section owns its Struct (defaults = the embedded default config). Decoding
 keys, wrong types and out-of-range values with a `ConfigError` naming the dotted key, the value and
 what is allowed. Strategy and venue parameters are decoded by the plugin the config names
 (`daemon/plugins.py`), so `daemon/` knows no strategy or broker by module. Secrets never come from a
-file: a key that looks like one is refused, and adapters read them from the environment.
+file: a key that looks like one (secret, password, passphrase, token, api_key, key_id, access_key,
+credentials, auth, ...) is refused at any depth without showing its value, and adapters read them
+from the environment.
 """
 
 from __future__ import annotations
@@ -23,7 +25,14 @@ from himari.daemon.matrices.strategic import StrategicConfig
 from himari.daemon.matrices.tactical import TacticalConfig
 from himari.daemon.risk.config import RiskConfig
 
-_SECRET_KEY = re.compile(r"(secret|password|passwd|api_key|apikey|token|private_key)", re.I)
+# A key whose name suggests a credential is refused wherever it appears (values never shown);
+# a key ending in `_env` names an environment variable (venue.params.secret_env) and is allowed.
+_SECRET_KEY = re.compile(r"(secret|passw|passphrase|pwd|api_?key|private_?key|key_?id|access_?key|"
+                         r"token|credential|auth|session_?key|signature|cookie|bearer)", re.I)
+
+
+def is_secret_key(name: str) -> bool:
+    return bool(_SECRET_KEY.search(name)) and not name.lower().endswith("_env")
 
 
 class InstrumentConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -235,12 +244,17 @@ def decode_section(raw: dict[str, Any], cls: type, prefix: str = "") -> Any:
 
 
 def _refuse_secrets(raw: Any, path: list[str]) -> None:
+    """Refuse a credential-like key at any depth, in tables and in arrays of tables."""
     if isinstance(raw, dict):
         for k, v in raw.items():
-            if _SECRET_KEY.search(str(k)):
+            if is_secret_key(str(k)):
                 raise ConfigError(".".join(path + [str(k)]), "<hidden>",
-                                  "secrets are read only from the environment, never from a file")
+                                  "secrets are read only from the environment, never from a file",
+                                  value_text="<hidden>")
             _refuse_secrets(v, path + [str(k)])
+    elif isinstance(raw, list):
+        for i, v in enumerate(raw):
+            _refuse_secrets(v, path + [str(i)])
 
 
 def apply_override(raw: dict[str, Any], assignment: str) -> None:
@@ -248,7 +262,10 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
     key, sep, text = assignment.partition("=")
     key = key.strip()
     if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
-        raise ConfigError("--set", assignment, "KEY=VALUE with a dotted key, e.g. risk.max_position=3")
+        shown = "<hidden>" if any(is_secret_key(p) for p in re.split(r"[^A-Za-z0-9_]+", key)) \
+            else None
+        raise ConfigError("--set", assignment, "KEY=VALUE with a dotted key, e.g. risk.max_position=3",
+                          value_text=shown)
     try:
         value = tomllib.loads(f"v = {text.strip()}")["v"]
     except tomllib.TOMLDecodeError:

@@ -66,6 +66,7 @@ class Portfolio:
         self.risk = risk
         self._trips_seen = 0
         self._single = len(cache.instruments) == 1
+        self._first = next(iter(cache.instruments), None)  # its mark goes on the curve
         cache.portfolio = self
         bus.subscribe(Bar, self.on_bar, name="portfolio", order=10)
         bus.subscribe(PositionUpdate, self.on_position, name="portfolio.trades", order=10)
@@ -115,7 +116,9 @@ class Portfolio:
         equity = self.equity()
         if notify_risk:
             self.risk.on_equity(equity, ts_ns)
-        self.curve.append(ts_ns, float(equity), self.exposure_lots())
+        pos = self.cache.positions.get(self._first) if self._first is not None else None
+        mark = pos.mark if pos is not None and pos.mark is not None else -1
+        self.curve.append(ts_ns, float(equity), self.exposure_lots(), mark)
         return equity
 
     def restored(self) -> None:

@@ -4,8 +4,12 @@ Inputs name their instrument with `ID=path`; a plain path belongs to the instrum
 path before it (the first one's id comes from `instrument.id`, else from the file name). So
 `himari replay day1.csv day2.csv` replays two files one after another as one instrument, and
 `himari replay BTC=btc.csv ETH=eth.csv` replays two instruments, merged in time order (ties go to
-the instrument named first, so a replay is deterministic). Each instrument's tick and lot size come
-from config or are inferred from its first file ("auto"); its currency is the config's, or with
+the instrument named first, so a replay is deterministic). One instrument's files are replayed in
+time order: under `feed.out_of_order = "fail"` files given out of order, or overlapping in time,
+are refused naming both; under "drop" and "sort" they are ordered by their first tick, and where
+they still overlap "drop" drops a later file's ticks older than the earlier file's last one
+(counted), "sort" merges them tick by tick (ties to the earlier file). Each instrument's tick and lot size come
+from config or are inferred ("auto") as the grid common to all its files; its currency is the config's, or with
 "auto" the quote currency of an FX pair id (usdjpy-ticks -> JPY), else USD. The source reports
 what each input is and how it was replayed, honestly: bars replayed as ticks are labelled as such.
 """
@@ -25,6 +29,7 @@ import numpy as np
 from himari.daemon.config import HimariConfig
 from himari.daemon.configbase import ConfigError
 from himari.daemon.events import TickBatch
+from himari.daemon.feeds.base import FeedError
 from himari.daemon.instruments import Instrument
 
 # ISO codes recognised in FX pair ids for currency = "auto".
@@ -48,6 +53,7 @@ class InstrumentInput:
     instrument: Instrument
     feeds: list[Any]
     labels: list[str]
+    merge: bool = False  # overlapping files under out_of_order = "sort": merged in time order
 
 
 class ReplaySource:
@@ -70,14 +76,21 @@ class ReplaySource:
             yield from inp.feeds
 
     def _instrument_batches(self, inp: InstrumentInput) -> Iterator[TickBatch]:
-        inst_id = inp.instrument.id
+        if inp.merge:
+            yield from merge_in_time_order([self._feed_batches(inp, f) for f in inp.feeds])
+            return
         for feed in inp.feeds:
-            for batch in feed.batches():
-                if len(batch) == 0:
-                    continue
-                if batch.instrument_id != inst_id:
-                    batch = msgspec.structs.replace(batch, instrument_id=inst_id)
-                yield batch
+            yield from self._feed_batches(inp, feed)
+
+    @staticmethod
+    def _feed_batches(inp: InstrumentInput, feed: Any) -> Iterator[TickBatch]:
+        inst_id = inp.instrument.id
+        for batch in feed.batches():
+            if len(batch) == 0:
+                continue
+            if batch.instrument_id != inst_id:
+                batch = msgspec.structs.replace(batch, instrument_id=inst_id)
+            yield batch
 
     def batches(self) -> Iterator[TickBatch]:
         """Every instrument's ticks in time order, as batches of one instrument each."""
@@ -103,6 +116,8 @@ class ReplaySource:
                 out.append({"input": label, "instrument": inp.instrument.id,
                             "kind": str(getattr(feed, "kind", "")),
                             "description": feed.describe, **_stats_dict(feed.stats)})
+                if getattr(feed, "catalog", ""):
+                    out[-1]["catalog"] = feed.catalog
         return out
 
     def malformed(self) -> int:
@@ -167,19 +182,60 @@ def split_inputs(paths: list[str], default_id: str) -> list[tuple[str, list[str]
     return list(groups.items())
 
 
+def synthetic_config(cfg: HimariConfig) -> Any:
+    """`feed.synthetic` with the instrument's tick and lot size when config gives them."""
+    from himari.daemon.feeds.config import SyntheticConfig
+
+    synth, icfg = cfg.feed.synthetic, cfg.instrument
+    changes = {k: getattr(icfg, k) for k in ("tick_size", "lot_size") if getattr(icfg, k) != "auto"}
+    if not changes:
+        return synth
+    fields = msgspec.structs.asdict(synth) | changes
+    try:
+        return SyntheticConfig(**fields)
+    except ConfigError as exc:
+        if exc.key == "feed.synthetic.start_price":
+            raise ConfigError("instrument.tick_size", icfg.tick_size,
+                              f"a tick that feed.synthetic.start_price = {synth.start_price} is a "
+                              "multiple of (the synthetic stream trades on the instrument's grid)"
+                              ) from None
+        raise
+
+
+def data_paths(cfg: HimariConfig, paths: list[str]) -> list[str]:
+    """The files a session replays: the command line's, else feed.paths for feed.kind = "file"
+    (which must name some: a file feed never falls back to the synthetic stream)."""
+    if paths:
+        return list(paths)
+    if cfg.feed.kind == "file":
+        if not cfg.feed.paths:
+            raise ConfigError("feed.paths", [], 'at least one CSV or Parquet file when feed.kind = '
+                              '"file" (or give the files on the command line)')
+        return list(cfg.feed.paths)
+    return []
+
+
+def check_data_paths(paths: list[str], default_id: str, key: str = "DATA") -> None:
+    for _, group in split_inputs(paths, default_id):
+        for path in group:
+            if not Path(path).is_file():
+                raise ConfigError(key, path, "an existing CSV or Parquet file")
+
+
 def open_source(cfg: HimariConfig, paths: list[str]) -> ReplaySource:
-    if not paths and cfg.feed.kind == "file":
-        paths = list(cfg.feed.paths)
+    paths = data_paths(cfg, paths)
     icfg = cfg.instrument
     if not paths:
         from himari.daemon.feeds.synthetic import SyntheticFeed
 
-        feed = SyntheticFeed(cfg.feed)
+        feed_cfg = msgspec.structs.replace(cfg.feed, synthetic=synthetic_config(cfg))
+        feed = SyntheticFeed(feed_cfg)
         inst_id = icfg.id or "SYN"
         return ReplaySource([InstrumentInput(_instrument(cfg, inst_id, feed.instrument), [feed],
                                              ["synthetic"])])
 
-    from himari.daemon.feeds.files import open_file_feed
+    from himari.daemon.catalog import open_cached
+    from himari.daemon.feeds.values import decimal_gcd
 
     inputs = []
     for inst_id, group in split_inputs(paths, icfg.id):
@@ -188,17 +244,48 @@ def open_source(cfg: HimariConfig, paths: list[str]) -> ReplaySource:
                 raise ConfigError("DATA", path, "an existing CSV or Parquet file")
         tick = None if icfg.tick_size == "auto" else Decimal(icfg.tick_size)
         lot = None if icfg.lot_size == "auto" else Decimal(icfg.lot_size)
-        feeds = []
-        for path in group:
-            feed = open_file_feed(path, cfg.feed, inst_id, tick, lot)
-            if tick is None:  # later files use the first file's grid
-                tick = feed.instrument.tick_size
-            if lot is None:
-                lot = feed.instrument.lot_size
-            feeds.append(feed)
-        inputs.append(InstrumentInput(_instrument(cfg, inst_id, feeds[0].instrument), feeds,
-                                      list(group)))
+        feeds = [open_cached(path, cfg.feed, inst_id, tick, lot) for path in group]
+        if len(feeds) > 1:  # inferred grids: the one common to every file (exact, no rounding)
+            common_tick = decimal_gcd([f.instrument.tick_size for f in feeds])
+            common_lot = decimal_gcd([f.instrument.lot_size for f in feeds])
+            for f in feeds:
+                f.regrid(common_tick, common_lot)
+        order, merge = order_files(feeds, list(group), cfg.feed.out_of_order)
+        inputs.append(InstrumentInput(_instrument(cfg, inst_id, feeds[0].instrument),
+                                      [feeds[k] for k in order], [group[k] for k in order], merge))
     return ReplaySource(inputs)
+
+
+def order_files(feeds: list[Any], labels: list[str], policy: str) -> tuple[list[int], bool]:
+    """Time order of one instrument's files -> (their order, whether to merge them tick by tick);
+    see the module docstring. "drop" trims the later files in place."""
+    def when(t: int) -> str:
+        return str(np.datetime64(t, "ns"))
+
+    if policy == "fail":
+        for k in range(1, len(feeds)):
+            a, b = feeds[k - 1], feeds[k]
+            if b.first_ts < a.last_ts:
+                raise FeedError(
+                    f"{Path(labels[k]).name} starts at {when(b.first_ts)}, before "
+                    f"{Path(labels[k - 1]).name} (given before it) ends at {when(a.last_ts)} "
+                    "(feed.out_of_order = 'fail': give the files in time order without overlap, "
+                    "or use 'drop' or 'sort')")
+        return list(range(len(feeds))), False
+    order = sorted(range(len(feeds)), key=lambda k: feeds[k].first_ts)  # stable: ties keep order
+    overlap = any(feeds[order[k]].first_ts < max(feeds[j].last_ts for j in order[:k])
+                  for k in range(1, len(order)))
+    if not overlap:
+        return order, False
+    if policy == "sort":
+        return order, True
+    latest = feeds[order[0]].last_ts
+    for k in order[1:]:
+        if feeds[k].first_ts < latest:
+            feeds[k].drop_before(latest)
+        if len(feeds[k].ticks):
+            latest = max(latest, feeds[k].last_ts)
+    return order, False
 
 
 class BrokerSource:

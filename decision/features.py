@@ -15,8 +15,9 @@ Time: hour of day h = (seconds since UTC midnight) / 3600 (fractional), sin/cos(
 weekday d (Monday 0) from the UTC day, sin/cos(2 pi d / 7). Event time (the bar's ts_ns), never the
 wall clock.
 
-`feature_vector` (one decision) and `feature_matrix` (training, vectorised over a BarDataset) share
-one assembly routine, so their rows are bit-identical (a test checks it). Values are float32.
+`feature_vector` (one decision, a few microseconds) and `feature_matrix` (training, over a
+BarDataset) run the same Numba row kernel, so their rows are bit-identical (a test checks it).
+Values are float32.
 `FeatureStats` z-scores with training statistics; one-hot and sin/cos slots (layout.UNSCALED) pass
 through unchanged; std is floored at `STD_FLOOR` and z-scores clipped to +-`Z_CLIP` (an extreme
 live value must not saturate a network far outside anything it trained on).
@@ -31,6 +32,7 @@ import math
 from typing import Any, NamedTuple
 
 import numpy as np
+from numba import njit
 
 from himari.decision import layout as L
 
@@ -64,16 +66,6 @@ class PositionState(NamedTuple):
 FLAT = PositionState()
 
 
-def _check(name: str, a: Any, shape: tuple[int, ...]) -> np.ndarray:
-    arr = np.asarray(a)
-    if arr.shape != shape:
-        raise ValueError(f"{name} has shape {arr.shape}, expected {shape}")
-    if not np.isfinite(arr).all():
-        bad = np.argwhere(~np.isfinite(arr))[0].tolist()
-        raise ValueError(f"{name} has a non-finite value at {bad}: {arr[tuple(bad)]!r}")
-    return arr
-
-
 def position_slots(p: np.ndarray) -> np.ndarray:
     """Raw PositionState values (..., 4) -> the 4 slot values (float64): sign, clipped PnL/ATR,
     bars / 100 capped at 1, buffer clipped to [0, 1]."""
@@ -86,59 +78,139 @@ def position_slots(p: np.ndarray) -> np.ndarray:
     return out
 
 
-def _assemble(out: np.ndarray, tac_tail: np.ndarray, strat_tail: np.ndarray, regime: np.ndarray,
-              target: np.ndarray, pos: np.ndarray, ts_ns: np.ndarray) -> np.ndarray:
-    """Fill out (n, 257) float32 from (n, 20, 7), (n, 8, 13), (n,), (n,), (n, 4), (n,) int64."""
-    n = out.shape[0]
-    out[:, L.X_TARGET_SHARPE] = target.reshape(n, 1)
-    out[:, L.X_TACTICAL] = tac_tail.reshape(n, -1)
-    out[:, L.X_STRATEGIC] = strat_tail.reshape(n, -1)
-    onehot = out[:, L.X_REGIME]
-    onehot[:] = 0.0
-    onehot[np.arange(n), regime] = 1.0
-    out[:, L.X_POSITION] = position_slots(np.asarray(pos, np.float64).reshape(n, 4))
-    ts = np.asarray(ts_ns, np.int64)
-    hour = (ts % DAY_NS).astype(np.float64) / HOUR_NS
-    a_h = hour * (2.0 * math.pi / 24.0)
-    a_d = ((ts // DAY_NS + 3) % 7).astype(np.float64) * (2.0 * math.pi / 7.0)  # 1970-01-01: Thu
-    tm = out[:, L.X_TIME]
-    tm[:, 0] = np.sin(a_h)
-    tm[:, 1] = np.cos(a_h)
-    tm[:, 2] = np.sin(a_d)
-    tm[:, 3] = np.cos(a_d)
-    return out
+@njit(cache=True)
+def _row(out: np.ndarray, tac: np.ndarray, t_end: int, strat: np.ndarray, s_end: int,
+         regime: int, target: float, p: np.ndarray, ts: int) -> int:
+    """One x into out (257,) float32 from the 20 tactical rows ending at row t_end of `tac` and
+    the 8 strategic rows ending at s_end of `strat` (inclusive). Returns 0, or an error code:
+    1 tactical, 2 strategic, 3 position, 4 target Sharpe non-finite, 5 regime out of range.
+    Both feature_vector and feature_matrix run this code, so their rows are bit-identical."""
+    if regime < 0 or regime >= 4:
+        return 5
+    if not np.isfinite(target):
+        return 4
+    out[0] = target
+    k = 1
+    for i in range(t_end - 19, t_end + 1):
+        for j in range(7):
+            v = tac[i, j]
+            if not np.isfinite(v):
+                return 1
+            out[k] = v
+            k += 1
+    for i in range(s_end - 7, s_end + 1):
+        for j in range(13):
+            v = strat[i, j]
+            if not np.isfinite(v):
+                return 2
+            out[k] = v
+            k += 1
+    for j in range(4):
+        out[245 + j] = 1.0 if j == regime else 0.0
+    for j in range(4):
+        if not np.isfinite(p[j]):
+            return 3
+    sign = p[0]
+    out[249] = 1.0 if sign > 0 else (-1.0 if sign < 0 else 0.0)
+    out[250] = min(max(p[1], -UPNL_CLIP), UPNL_CLIP)
+    out[251] = min(max(p[2], 0.0) / 100.0, 1.0)
+    out[252] = min(max(p[3], 0.0), 1.0)
+    a_h = (float(ts % DAY_NS) / HOUR_NS) * (2.0 * math.pi / 24.0)
+    a_d = float((ts // DAY_NS + 3) % 7) * (2.0 * math.pi / 7.0)  # 1970-01-01 was a Thursday
+    out[253] = math.sin(a_h)
+    out[254] = math.cos(a_h)
+    out[255] = math.sin(a_d)
+    out[256] = math.cos(a_d)
+    return 0
 
 
-def _regime_array(regime: Any, n: int) -> np.ndarray:
-    r = np.broadcast_to(np.asarray(regime, np.int64), (n,))
-    if n and (r.min() < 0 or r.max() >= len(L.REGIMES)):
-        raise ValueError(f"regime must be in 0..{len(L.REGIMES) - 1}, got {np.unique(r).tolist()}")
-    return r
+@njit(cache=True)
+def _rows(out: np.ndarray, tac_rows: np.ndarray, tac_index: np.ndarray, strat_rows: np.ndarray,
+          strat_index: np.ndarray, idx: np.ndarray, regime: np.ndarray, target: np.ndarray,
+          pos: np.ndarray, ts: np.ndarray) -> tuple[int, int]:
+    for r in range(len(idx)):
+        b = idx[r]
+        code = _row(out[r], tac_rows, tac_index[b], strat_rows, strat_index[b], regime[r],
+                    target[r], pos[r], ts[b])
+        if code != 0:
+            return r, code
+    return -1, 0
+
+
+@njit(cache=True)
+def _first_nonfinite(a: np.ndarray) -> int:
+    flat = a.ravel()
+    for i in range(flat.size):
+        if not np.isfinite(flat[i]):
+            return i
+    return -1
+
+
+_CODES = {1: "tactical rows", 2: "strategic rows", 3: "position state", 4: "target Sharpe",
+          5: "regime (must be 0..3)"}
+
+
+def _matrix(name: str, a: Any, rows: int, cols: int) -> np.ndarray:
+    if type(a) is not np.ndarray or a.dtype != np.float32 or not a.flags.c_contiguous:
+        a = np.ascontiguousarray(a, dtype=np.float32)
+    if a.shape != (rows, cols):
+        raise ValueError(f"{name} has shape {a.shape}, expected {(rows, cols)}")
+    bad = _first_nonfinite(a)
+    if bad >= 0:
+        at = [bad // cols, bad % cols]
+        raise ValueError(f"{name} has a non-finite value at {at}: {a.ravel()[bad]!r}")
+    return a
+
+
+_NEUTRAL_TAIL = np.ascontiguousarray(np.tile(STRATEGIC_NEUTRAL, (L.STRATEGIC_TAIL_ROWS, 1)))
 
 
 def feature_vector(tactical: Any, strategic: Any, regime: int, target_sharpe: float | None,
                    position_state: Any, ts_ns: int, out: np.ndarray | None = None) -> np.ndarray:
     """Raw x (257,) float32 for one decision. `strategic` None -> the neutral matrix; target
     Sharpe None -> layout.TARGET_SHARPE[regime]. Non-finite or wrong-shaped input: ValueError."""
-    tac = _check("tactical matrix", tactical, (L.TACTICAL_ROWS, L.TACTICAL_COLS))
+    tac = _matrix("tactical matrix", tactical, L.TACTICAL_ROWS, L.TACTICAL_COLS)
     if strategic is None:
-        strat_tail = np.broadcast_to(STRATEGIC_NEUTRAL, (L.STRATEGIC_TAIL_ROWS, L.STRATEGIC_COLS))
+        strat = _NEUTRAL_TAIL
     else:
-        strat_tail = _check("strategic matrix", strategic,
-                            (L.STRATEGIC_ROWS, L.STRATEGIC_COLS))[-L.STRATEGIC_TAIL_ROWS:]
-    r = _regime_array(regime, 1)
+        strat = _matrix("strategic matrix", strategic, L.STRATEGIC_ROWS, L.STRATEGIC_COLS)
+    regime = int(regime)
     if target_sharpe is None:
-        target_sharpe = L.TARGET_SHARPE[int(r[0])]
-    pos = _check("position_state", np.asarray(position_state, np.float64), (4,))
-    if not math.isfinite(target_sharpe):
-        raise ValueError(f"target_sharpe is not finite: {target_sharpe!r}")
+        if not 0 <= regime < len(L.TARGET_SHARPE):
+            raise ValueError(f"regime must be in 0..{len(L.REGIMES) - 1}, got {regime}")
+        target_sharpe = L.TARGET_SHARPE[regime]
+    pos = np.asarray(position_state, np.float64)
+    if pos.shape != (4,):
+        raise ValueError(f"position_state has shape {pos.shape}, expected (4,)")
     if out is None:
         out = np.empty(L.FEATURE_DIM, np.float32)
     elif out.shape != (L.FEATURE_DIM,) or out.dtype != np.float32:
         raise ValueError(f"out must be float32 ({L.FEATURE_DIM},), got {out.dtype} {out.shape}")
-    _assemble(out.reshape(1, -1), tac[None, -L.TACTICAL_TAIL_ROWS:], strat_tail[None], r,
-              np.asarray([target_sharpe], np.float64), pos[None], np.asarray([ts_ns], np.int64))
+    code = _row(out, tac, L.TACTICAL_ROWS - 1, strat, len(strat) - 1, regime,
+                float(target_sharpe), pos, int(ts_ns))
+    if code:
+        what = {3: f"position_state {pos.tolist()}", 4: f"target_sharpe {target_sharpe!r}",
+                5: f"regime {regime}"}.get(code, _CODES[code])
+        raise ValueError(f"feature_vector: invalid {what}")
     return out
+
+
+def _tables(ds: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Row tables and newest-row indices of a BarDataset; an object with plain (N, 60, 7) /
+    (N, 48, 13) `tactical` / `strategic` arrays is viewed the same way (test fixtures)."""
+    if hasattr(ds, "tac_rows"):
+        return (np.ascontiguousarray(ds.tac_rows, np.float32),
+                np.ascontiguousarray(ds.tac_index, np.int64),
+                np.ascontiguousarray(ds.strat_rows, np.float32),
+                np.ascontiguousarray(ds.strat_index, np.int64))
+    out = []
+    for a, rows, cols in ((ds.tactical, L.TACTICAL_ROWS, L.TACTICAL_COLS),
+                          (ds.strategic, L.STRATEGIC_ROWS, L.STRATEGIC_COLS)):
+        a = np.ascontiguousarray(a, np.float32)
+        if a.ndim != 3 or a.shape[1:] != (rows, cols):
+            raise ValueError(f"dataset matrices have shape {a.shape}, expected (N, {rows}, {cols})")
+        out += [a.reshape(-1, cols), np.arange(len(a), dtype=np.int64) * rows + rows - 1]
+    return out[0], out[1], out[2], out[3]
 
 
 def feature_matrix(ds: Any, index: Any = None, *, regime: Any = L.DEFAULT_REGIME,
@@ -149,24 +221,26 @@ def feature_matrix(ds: Any, index: Any = None, *, regime: Any = L.DEFAULT_REGIME
     idx = np.arange(len(ds)) if index is None else np.asarray(index)
     if idx.dtype == np.bool_:
         idx = np.flatnonzero(idx)
+    idx = np.ascontiguousarray(idx, np.int64)
     n = len(idx)
-    r = _regime_array(regime, n)
+    r = np.ascontiguousarray(np.broadcast_to(np.asarray(regime, np.int64), (n,)))
+    if n and (r.min() < 0 or r.max() >= len(L.REGIMES)):
+        raise ValueError(f"regime must be in 0..{len(L.REGIMES) - 1}, got {np.unique(r).tolist()}")
     if target_sharpe is None:
         target = np.asarray(L.TARGET_SHARPE, np.float64)[r]
     else:
-        target = np.broadcast_to(np.asarray(target_sharpe, np.float64), (n,))
+        target = np.ascontiguousarray(np.broadcast_to(np.asarray(target_sharpe, np.float64), (n,)))
     pos = np.broadcast_to(np.asarray(FLAT, np.float64), (n, 4)) if position is None \
         else np.asarray(position, np.float64)
     if pos.shape != (n, 4):
         raise ValueError(f"position has shape {pos.shape}, expected ({n}, 4)")
-    tac_tail = ds.tactical.tail(idx, L.TACTICAL_TAIL_ROWS)
-    strat_tail = ds.strategic.tail(idx, L.STRATEGIC_TAIL_ROWS)
-    for name, a in (("tactical rows", tac_tail), ("strategic rows", strat_tail),
-                    ("position", pos), ("target_sharpe", target)):
-        if not np.isfinite(a).all():
-            raise ValueError(f"feature_matrix: non-finite {name}")
+    pos = np.ascontiguousarray(pos)
     out = np.empty((n, L.FEATURE_DIM), np.float32)
-    return _assemble(out, tac_tail, strat_tail, r, target, pos, np.asarray(ds.ts_ns)[idx])
+    tables = _tables(ds)
+    row, code = _rows(out, *tables, idx, r, target, pos, np.ascontiguousarray(ds.ts_ns, np.int64))
+    if code:
+        raise ValueError(f"feature_matrix: non-finite {_CODES[code]} at bar {int(idx[row])}")
+    return out
 
 
 def unscaled_mask(dim: int = L.FEATURE_DIM) -> np.ndarray:
@@ -191,9 +265,9 @@ class FeatureStats:
         mean[mask] = 0.0
         std[mask] = 1.0
         self.mean, self.std = mean, std
-        self._inv = (np.float32(1.0) / std).astype(np.float32)
-        self._hi = np.where(mask, np.inf, Z_CLIP).astype(np.float32)  # unscaled: not clipped
-        self._lo = -self._hi
+        self.inv = (np.float32(1.0) / std).astype(np.float32)
+        self.hi = np.where(mask, np.inf, Z_CLIP).astype(np.float32)  # unscaled: not clipped
+        self.lo = -self.hi
 
     def normalize(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """(x - mean) / std, z-scores clipped to +-Z_CLIP, float32; works on (dim,) and (n, dim)."""
@@ -201,8 +275,8 @@ class FeatureStats:
             raise ValueError(f"normalize: x has {np.shape(x)[-1]} values, stats have "
                              f"{len(self.mean)}")
         out = np.subtract(x, self.mean, out=out, dtype=np.float32)
-        np.multiply(out, self._inv, out=out)
-        return np.clip(out, self._lo, self._hi, out=out)
+        np.multiply(out, self.inv, out=out)
+        return np.clip(out, self.lo, self.hi, out=out)
 
     def to_tensors(self, prefix: str = "x") -> dict[str, np.ndarray]:
         return {f"{prefix}_mean": self.mean, f"{prefix}_std": self.std}
@@ -240,46 +314,68 @@ def _synergy_parts(synergy: Any) -> tuple[float, float]:
     return float(conf), float(direction)
 
 
-def strategic_context(strat: np.ndarray, syn_conf: np.ndarray, syn_dir: np.ndarray,
-                      ts_ns: np.ndarray) -> np.ndarray:
-    """(n, 6): synergy confidence, direction, ln(volatility_30), sin/cos hour, weekday / 6.
-    ln(volatility_30) = atanh(column 11 of the newest row), which is ln(v_rel) (features.md 3;
-    0 = volatility 1.0 while not yet valid)."""
-    n = len(ts_ns)
-    ctx = np.empty((n, L.STRATEGIC_CONTEXT_DIM), np.float64)
-    ctx[:, 0] = syn_conf
-    ctx[:, 1] = syn_dir
-    c11 = np.clip(strat[:, -1, 11].astype(np.float64), -0.999999, 0.999999)
-    ctx[:, 2] = np.arctanh(c11)
-    ts = np.asarray(ts_ns, np.int64)
-    a_h = ((ts % DAY_NS).astype(np.float64) / HOUR_NS) * (2.0 * math.pi / 24.0)
-    ctx[:, 3] = np.sin(a_h)
-    ctx[:, 4] = np.cos(a_h)
-    ctx[:, 5] = ((ts // DAY_NS + 3) % 7).astype(np.float64) / 6.0
-    return ctx
+@njit(cache=True)
+def _strategic_row(strat: np.ndarray, conf: float, direction: float, ts: int, m: np.ndarray,
+                   w: np.ndarray, r: np.ndarray) -> None:
+    """Group column means over the 48 rows (float64, summed in row order) + the 6 context values:
+    synergy confidence, direction, ln(volatility_30) = atanh(column 11 of the newest row, which is
+    tanh(ln v_rel); 0 = volatility 1.0 while not yet valid), sin/cos(2 pi hour / 24), weekday / 6."""
+    rows = strat.shape[0]
+    means = np.zeros(13)
+    for i in range(rows):
+        for j in range(13):
+            means[j] += strat[i, j]
+    for j in range(13):
+        means[j] /= rows
+    c11 = min(max(float(strat[rows - 1, 11]), -0.999999), 0.999999)
+    a_h = (float(ts % DAY_NS) / HOUR_NS) * (2.0 * math.pi / 24.0)
+    ctx = (conf, direction, math.atanh(c11), math.sin(a_h), math.cos(a_h),
+           float((ts // DAY_NS + 3) % 7) / 6.0)
+    m[0], m[1], m[2], m[3] = means[0], means[1], means[8], means[9]
+    w[0], w[1], w[2], w[3] = means[2], means[3], means[4], means[5]
+    r[0], r[1], r[2] = means[10], means[11], means[12]
+    for k in range(6):
+        m[4 + k] = ctx[k]
+        w[4 + k] = ctx[k]
+        r[3 + k] = ctx[k]
 
 
-def strategic_inputs_batch(strat: np.ndarray, syn_conf: Any, syn_dir: Any,
+@njit(cache=True)
+def _strategic_rows(strat: np.ndarray, conf: np.ndarray, direction: np.ndarray, ts: np.ndarray,
+                    m: np.ndarray, w: np.ndarray, r: np.ndarray) -> None:
+    for i in range(strat.shape[0]):
+        _strategic_row(strat[i], conf[i], direction[i], ts[i], m[i], w[i], r[i])
+
+
+def strategic_inputs_batch(strat: Any, syn_conf: Any, syn_dir: Any,
                            ts_ns: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Vectorised `strategic_inputs` over (n, 48, 13) matrices: (n, 10), (n, 10), (n, 9)."""
-    strat = np.asarray(strat)
+    """Vectorised `strategic_inputs` over (n, 48, 13) matrices: (n, 10), (n, 10), (n, 9) float32
+    (same kernel as the single call, so equal bit for bit)."""
+    strat = np.ascontiguousarray(strat, np.float32)
+    if strat.ndim != 3 or strat.shape[1:] != (L.STRATEGIC_ROWS, L.STRATEGIC_COLS):
+        raise ValueError(f"strategic matrices have shape {strat.shape}, expected (n, 48, 13)")
     n = strat.shape[0]
-    means = strat.mean(axis=1, dtype=np.float64)
-    ctx = strategic_context(strat, np.broadcast_to(np.asarray(syn_conf, np.float64), (n,)),
-                            np.broadcast_to(np.asarray(syn_dir, np.float64), (n,)),
-                            np.broadcast_to(np.asarray(ts_ns, np.int64), (n,)))
-    parts = []
-    for cols in (L.MLMI_COLS, L.NWRQK_COLS, L.REGIME_COLS):
-        parts.append(np.concatenate([means[:, list(cols)], ctx], axis=1).astype(np.float32))
-    return parts[0], parts[1], parts[2]
+
+    def vec(a: Any, dt: Any) -> np.ndarray:
+        return np.ascontiguousarray(np.broadcast_to(np.asarray(a, dt), (n,)))
+
+    m = np.empty((n, 10), np.float32)
+    w = np.empty((n, 10), np.float32)
+    r = np.empty((n, 9), np.float32)
+    _strategic_rows(strat, vec(syn_conf, np.float64), vec(syn_dir, np.float64),
+                    vec(ts_ns, np.int64), m, w, r)
+    return m, w, r
 
 
 def strategic_inputs(strategic: Any, synergy: Any, ts_ns: int) -> tuple[np.ndarray, np.ndarray,
                                                                          np.ndarray]:
     """(mlmi (10,), nwrqk (10,), regime (9,)) float32 for one 48x13 matrix."""
-    strat = _check("strategic matrix", strategic, (L.STRATEGIC_ROWS, L.STRATEGIC_COLS))
+    strat = _matrix("strategic matrix", strategic, L.STRATEGIC_ROWS, L.STRATEGIC_COLS)
     conf, direction = _synergy_parts(synergy)
     if not (math.isfinite(conf) and math.isfinite(direction)):
         raise ValueError(f"synergy confidence/direction not finite: {conf!r}, {direction!r}")
-    m, w, r = strategic_inputs_batch(strat[None], conf, direction, ts_ns)
-    return m[0], w[0], r[0]
+    m = np.empty(10, np.float32)
+    w = np.empty(10, np.float32)
+    r = np.empty(9, np.float32)
+    _strategic_row(strat, conf, direction, int(ts_ns), m, w, r)
+    return m, w, r

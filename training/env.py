@@ -8,7 +8,9 @@ closes it (no reversal in one step). The position is taken at C_t and held to C_
 
 fee = (fee_bps + slippage_bps) 1e-4 per unit of position changed, default 1 bp fee + 1 bp
 slippage (the simulated venue's taker fee is 1 bp; slippage is our allowance for crossing the
-spread); sigma_t = EWMA std (span 100, zero mean, bias-corrected weights, returns up to C_t only,
+spread; `training/run.env_config_from` reads the fee from the daemon config). A replay fills the
+market order at the first tick after the bar close, not at C_t: the slippage allowance stands for
+that gap too; sigma_t = EWMA std (span 100, zero mean, bias-corrected weights, returns up to C_t only,
 restarted per segment) of 5-minute simple returns, floored at `sigma_floor` (a flat stretch must not
 divide by ~0).
 
@@ -34,7 +36,7 @@ import numba
 import numpy as np
 
 from himari.decision import layout as L
-from himari.decision.features import Z_CLIP, FeatureStats, feature_matrix, position_slots
+from himari.decision.features import UPNL_CLIP, Z_CLIP, FeatureStats, feature_matrix
 from himari.decision.regime import regimes as regime_rule
 
 
@@ -130,6 +132,31 @@ def _simulate(actions: np.ndarray, close: np.ndarray, atr: np.ndarray, sigma: np
         state[k, 1] = state[k, 1] / atr[k] if atr[k] > 0 else 0.0
         state[k, 3] = 1.0 - state[k, 3] / max_dd if max_dd > 0 else 1.0
     return pos, rew, state
+
+
+@numba.njit(cache=True)
+def _observe(market: np.ndarray, st: np.ndarray, close: float, atr: float, max_dd: float,
+             mean: np.ndarray, inv: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+             out: np.ndarray) -> None:
+    """z-scored x: the bar's raw market row with the position slots of state st (the same slot
+    transforms as decision/features.py, the same float32 arithmetic as FeatureStats.normalize)."""
+    pos = st[0]
+    upnl = (close - st[1]) * pos / atr if (pos != 0 and atr > 0) else 0.0
+    bars = st[2] if pos != 0 else 0.0
+    buffer = 1.0 - (st[4] - st[3]) / max_dd if max_dd > 0 else 1.0
+    p0 = L.X_POSITION.start
+    for i in range(L.FEATURE_DIM):
+        v = market[i]
+        if i == p0:
+            v = np.float32(1.0 if pos > 0 else (-1.0 if pos < 0 else 0.0))
+        elif i == p0 + 1:
+            v = np.float32(min(max(upnl, -UPNL_CLIP), UPNL_CLIP))
+        elif i == p0 + 2:
+            v = np.float32(min(max(bars, 0.0) / 100.0, 1.0))
+        elif i == p0 + 3:
+            v = np.float32(min(max(buffer, 0.0), 1.0))
+        z = (v - mean[i]) * inv[i]
+        out[i] = min(max(z, lo[i]), hi[i])
 
 
 def simulate(actions: np.ndarray, close: np.ndarray, atr14: np.ndarray, sigma: np.ndarray,
@@ -239,19 +266,12 @@ class TradingEnv(gym.Env):  # type: ignore[misc]
         return self._obs(), {"bar": start}
 
     def _obs(self) -> np.ndarray:
-        k = self._t - self._t0
         t = self._t
-        st = self._st
-        pos = st[0]
-        atr = self.ds.atr14[t]
-        upnl = (self.ds.close[t] - st[1]) * pos / atr if (pos != 0 and atr > 0) else 0.0
-        dd = st[4] - st[3]
-        md = self.cfg.max_drawdown
-        raw = np.array([pos, upnl, st[2] if pos != 0 else 0.0,
-                        1.0 - dd / md if md > 0 else 1.0])
-        x = self._market[k].copy()
-        x[L.X_POSITION] = position_slots(raw)
-        return self.stats.normalize(x)
+        out = np.empty(L.FEATURE_DIM, np.float32)
+        s = self.stats
+        _observe(self._market[t - self._t0], self._st, self.ds.close[t], self.ds.atr14[t],
+                 self.cfg.max_drawdown, s.mean, s.inv, s.lo, s.hi, out)
+        return out
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         a = int(action)

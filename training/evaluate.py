@@ -197,30 +197,18 @@ def ensemble_gain(rows: list[dict[str, Any]], agents: list[str], key: str) -> di
             "holds": None if gain is None else bool(gain >= CLAIMED_ENSEMBLE_GAIN)}
 
 
-def _span_s(path: Path) -> tuple[float, float]:
-    """First and last timestamp of a bars CSV (a `timestamp` column), in epoch seconds."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    from pyarrow import csv as pacsv
-
-    col = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-        include_columns=["timestamp"]))["timestamp"]
-    if not pa.types.is_timestamp(col.type):
-        raise ValueError(f"{path}: column 'timestamp' is {col.type}, not a timestamp")
-    ns = pc.cast(col, pa.timestamp("ns", col.type.tz)).cast(pa.int64())
-    return pc.min(ns).as_py() / 1e9, pc.max(ns).as_py() / 1e9
-
-
 def heldout_sets(data_dir: Path) -> list[HeldOut]:
     """The held-out sets present under `data_dir` (the split itself: training/sources.py)."""
-    from himari.training.sources import BTC_FILE, GBPUSD_FILE, TRAIN_FRACTION
+    from himari.training.sources import (BTC_FILE, GBPUSD_FILE, TRAIN_FRACTION, file_span_ns,
+                                         split_ns)
 
     sets = []
     btc = data_dir / BTC_FILE
     if btc.is_file():
-        lo, hi = _span_s(btc)
+        # Trading starts exactly where the training data ends (training/sources.py's boundary).
+        first_ns, _ = file_span_ns(btc)
         sets.append(HeldOut(
-            name="btc_perp_last40", path=btc, history_s=round(TRAIN_FRACTION * (hi - lo), 3),
+            name="btc_perp_last40", path=btc, history_s=(split_ns(btc) - first_ns) / 1e9,
             quantity="1", lot_size="0.001", periods_per_year=365,
             label=f"BTC perpetual 1-minute bars as ticks, last {100 - TRAIN_FRACTION * 100:.0f}% "
                   f"of the month (the first {TRAIN_FRACTION * 100:.0f}% only warms the features)"))
@@ -318,15 +306,24 @@ def evaluate(out_dir: Path, data_dir: Path, agents: list[str] | None = None) -> 
     return {"rows": rows, "claims": gains}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="himari evaluate")
-    p.add_argument("--out", default="out/walkforward")
-    p.add_argument("--data-dir", default="../shared/data")
-    p.add_argument("--agents", default=None, help="comma-separated agents (default: all shipped)")
-    args = p.parse_args(argv)
+def add_parser(sub: Any) -> None:
+    e = sub.add_parser("evaluate", help="walk-forward on held-out data: the ensemble, each agent "
+                       "alone, buy-and-hold and the EMA cross, after fees")
+    e.add_argument("--out", default="out/walkforward", help="output directory")
+    e.add_argument("--data-dir", default="../shared/data", help="real data directory")
+    e.add_argument("--agents", default=None, help="comma-separated agents (default: every agent "
+                   "with a shipped checkpoint)")
+
+
+def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    agents = args.agents.split(",") if args.agents else None
-    evaluate(out, Path(args.data_dir), agents)
-    print(f"wrote {out / 'walkforward.md'}, walkforward.json, walkforward.html")
+    agents = [a.strip() for a in args.agents.split(",") if a.strip()] if args.agents else None
+    try:
+        evaluate(out, Path(args.data_dir), agents)
+    except FileNotFoundError as exc:
+        print(f"himari evaluate: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out / 'walkforward.md'}, {out / 'walkforward.json'}, "
+          f"{out / 'walkforward.html'}")
     return 0

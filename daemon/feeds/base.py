@@ -32,6 +32,10 @@ class FeedStats:
     malformed_rows: list[tuple[int, str]] = field(default_factory=list)  # first 100: (line, reason)
     out_of_order: int = 0  # rows dropped (or reordered, with out_of_order = "sort") for time order
     blank: int = 0  # empty lines skipped silently
+    off_tick: int = 0  # rows refused (counted in malformed too) for a price finer than the tick
+    off_lot: int = 0  # rows whose size was rounded to the lot size
+    side_unknown: int = 0  # ticks replayed with side 0 because their side code is not known
+    side_codes_unknown: list[str] = field(default_factory=list)  # the first 10 such codes
 
     def add_malformed(self, lines: np.ndarray, reasons: list[str], count: int) -> None:
         """Record `count` malformed rows; `lines`/`reasons` hold the first of them in line order."""

@@ -13,8 +13,15 @@ replays `paths`, each read with auto-detection unless overridden:
   odd layouts; `timezone` applies to timestamps without a zone offset.
 - `bar_ts`: whether a bar file stamps a bar by its open or its close time; `bar_seconds` the bar
   period (0 = the median step between timestamps).
+- `side_codes`: aggressor codes the built-in table does not know, e.g. `{ A = 1, V = -1, X = 0 }`
+  (+1 the buyer aggressed, -1 the seller, 0 unknown); matched case-insensitively, before the
+  built-in B/S/N, BUY/SELL/NONE, buyer-maker true/false. An unknown code replays as side 0.
 - `out_of_order`: a row older than the latest accepted one is dropped ("drop", counted), the file is
-  stably sorted by time ("sort"), or the feed refuses it ("fail").
+  stably sorted by time ("sort"), or the feed refuses it ("fail"). Several files of one instrument
+  are ordered by their first timestamp ("drop", "sort"); "fail" refuses files given out of order
+  or overlapping in time.
+- `catalog`: keep the parsed columns of each CSV as Parquet in `catalog_dir` ("" =
+  $HIMARI_CATALOG_DIR, else ~/.cache/himari/catalog) so the next replay of the file skips the parse.
 """
 
 from __future__ import annotations
@@ -127,7 +134,10 @@ class FeedConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     side_semantics: str = "auto"  # auto (by column name) | aggressor | buyer_maker
     bar_ts: str = "open"  # open | close
     bar_seconds: int = 0  # 0 = infer from the median timestamp step
+    side_codes: dict[str, int] = {}  # extra aggressor codes: code -> +1 buy, -1 sell, 0 unknown
     out_of_order: str = "drop"  # drop | sort | fail
+    catalog: bool = True  # cache parsed CSV columns as Parquet (daemon/catalog.py)
+    catalog_dir: str = ""  # "" = $HIMARI_CATALOG_DIR, else ~/.cache/himari/catalog
     batch_size: int = 65536
     currency: str = "USD"
     synthetic: SyntheticConfig = msgspec.field(default_factory=SyntheticConfig)
@@ -154,6 +164,18 @@ class FeedConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ConfigError("feed.timezone", self.timezone, "an IANA time zone such as 'UTC'") from None
+        seen: dict[str, str] = {}
+        for code, side in self.side_codes.items():
+            key = f"feed.side_codes.{code}"
+            if isinstance(side, bool) or side not in (-1, 0, 1):
+                raise ConfigError(key, side, "+1 (buyer aggressed), -1 (seller aggressed) or 0 (unknown)")
+            low = code.strip().lower()
+            if not low:
+                raise ConfigError(key, side, "a non-empty code")
+            if low in seen:
+                raise ConfigError(key, side, f"one entry per code (case-insensitive): {seen[low]!r} "
+                                  "is the same code")
+            seen[low] = code
         if not (len(self.currency) >= 3 and self.currency.isalnum()):
             raise ConfigError("feed.currency", self.currency, "a currency code such as 'USD'")
 

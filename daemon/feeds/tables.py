@@ -5,8 +5,11 @@ bid, ask, bid_size, ask_size, open, high, low, close, volume) to columns by conf
 names, decide the kind (bars if open/high/low/close, quotes if bid/ask, trades if price; without a
 header by the values: OHLC ordering, or two close positive columns as bid <= ask), then parse.
 
-Happy path: `pyarrow.csv.read_csv` with explicit types (float64 for numbers, text for time and
-side) and `ignore_empty_lines=False`, so row i is line i + 1 + header lines. On any parse error
+Happy path: `pyarrow.csv.read_csv` with explicit types (float64 for numbers, int64 for a time
+column whose sampled values are all integers (epoch s/ms/us/ns: exact, no float64 on the way),
+else text; dictionary-encoded text for the side) and `ignore_empty_lines=False`, so row i is
+line i + 1 + header lines. If the integer time column does not hold (a corrupt row) it is read
+again as text. On any parse error
 (a corrupt field, a short row) the slow path reads the file as lines (a zero-copy Arrow string
 array over the bytes), splits them with pyarrow.compute and keeps every field as text; rows with a
 wrong field count are recorded with their line numbers and the text is converted per value later.
@@ -52,6 +55,8 @@ _AUTO = {  # normalized names (lower case, letters and digits only), first match
     "side": ("buyermaker", "isbuyermaker", "side", "aggressorside", "takerside", "aggressor"),
 }
 _NUM = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_INT = re.compile(r"^[+-]?(\d{1,18}|[1-8]\d{18})$")  # fits int64
+_SIDE_TYPE = pa.dictionary(pa.int32(), pa.string())
 
 
 @dataclass
@@ -69,6 +74,7 @@ class RawTable:
     bad_reasons: list[str] = field(default_factory=list)
     blank: int = 0
     slow_path: bool = False
+    guessed: bool = False  # the header's names were unknown: the values chose the columns
 
 
 def norm(name: str) -> str:
@@ -115,7 +121,9 @@ def _decide_kind(cfg: FeedConfig, roles: dict[str, int]) -> str | None:
     return None
 
 
-def _by_name(columns: list[str], cfg: FeedConfig, path: Path) -> tuple[str, dict[str, int]]:
+def _by_name(columns: list[str], cfg: FeedConfig, path: Path,
+             sample: list[list[str]] | None = None) -> tuple[str, dict[str, int], bool]:
+    """-> (kind, roles, whether the values had to decide because the names did not)."""
     roles = _explicit(columns, cfg, path)
     normed = [norm(c) for c in columns]
     for role, names in _AUTO.items():
@@ -133,6 +141,11 @@ def _by_name(columns: list[str], cfg: FeedConfig, path: Path) -> tuple[str, dict
         if hits:
             roles["ts"] = hits[0]
     kind = _decide_kind(cfg, roles)
+    if kind is None and sample:  # names never seen: the values decide (as without a header)
+        try:
+            return (*_by_values(columns, sample, roles, cfg, path), True)
+        except FeedError:
+            pass
     if kind is None:
         raise FeedError(f"{path.name}: cannot tell trades, quotes or bars from its columns "
                         f"({', '.join(columns)}); set feed.format and feed.columns")
@@ -140,7 +153,7 @@ def _by_name(columns: list[str], cfg: FeedConfig, path: Path) -> tuple[str, dict
         roles["volume"] = roles["size"]
     if kind == "trades" and "size" not in roles and "volume" in roles:
         roles["size"] = roles["volume"]
-    return kind, roles
+    return kind, roles, False
 
 
 def _floats(rows: list[list[str]], j: int) -> np.ndarray:
@@ -154,11 +167,31 @@ def _floats(rows: list[list[str]], j: int) -> np.ndarray:
 def _by_position(ncols: int, sample: list[list[str]], cfg: FeedConfig,
                  path: Path) -> tuple[str, dict[str, int]]:
     columns = [str(i) for i in range(ncols)]
-    roles = _explicit(columns, cfg, path)
-    roles.setdefault("ts", 0)
+    return _by_values(columns, sample, _explicit(columns, cfg, path), cfg, path)
+
+
+def _by_values(columns: list[str], sample: list[list[str]], roles: dict[str, int],
+               cfg: FeedConfig, path: Path) -> tuple[str, dict[str, int]]:
+    """Roles from the sampled values: time first (a time-like name, else the first column), then
+    OHLC, bid <= ask or price by the numeric columns, and a text column with few distinct values
+    as the side."""
+    ncols = len(columns)
+    roles = dict(roles)
+    if "ts" not in roles:
+        timeish = [j for j, c in enumerate(columns) if j not in roles.values() and
+                   any(w in norm(c) for w in ("time", "date", "epoch", "zeit", "nanos", "ts"))]
+        roles["ts"] = timeish[0] if timeish else 0
     free = [j for j in range(ncols) if j not in roles.values()]
     values = {j: _floats(sample, j) for j in free}
     numeric = [j for j in free if np.mean(np.isfinite(values[j])) >= 0.9]
+    if "side" not in roles:
+        for j in free:
+            if j in numeric:
+                continue
+            words = {r[j].strip().strip('"').lower() for r in sample if j < len(r)}
+            if 0 < len(words) <= 8 and all(len(w) <= 12 for w in words):
+                roles["side"] = j
+                break
     kind = _decide_kind(cfg, roles)
     if kind is None and len(numeric) >= 4:
         o, h, lo, c = (values[j] for j in numeric[:4])
@@ -230,27 +263,39 @@ def _read_csv(path: Path, cfg: FeedConfig) -> RawTable:
     ncols = max(set(counts), key=counts.count)  # the usual field count (a corrupt row may lead)
     if header:
         columns = first + [str(i) for i in range(len(first), ncols)]
-        kind, roles = _by_name(columns, cfg, path)
+        kind, roles, guessed = _by_name(columns, cfg, path, data_rows)
     else:
         columns = [str(i) for i in range(ncols)]
         kind, roles = _by_position(ncols, data_rows, cfg, path)
+        guessed = False
     _check_required(kind, roles, columns, path)
     used = _used(kind, roles)
     skip = leading + (1 if header else 0)
     names = [f"c{i}" for i in range(max(ncols, len(columns)))]
-    types = {names[j]: (pa.string() if r in TEXT_ROLES else pa.float64()) for r, j in used.items()}
+    types = {names[j]: (pa.float64() if r not in TEXT_ROLES else _SIDE_TYPE if r == "side"
+                        else pa.string()) for r, j in used.items()}
+    ts_col = names[used["ts"]]
+    if _integer_times(data_rows, used["ts"], cfg):
+        types[ts_col] = pa.int64()
     raw = RawTable(path=str(path), source="csv", kind=kind, columns=columns, header=header,
                    roles={r: columns[j] for r, j in used.items()}, data={}, lines=np.zeros(0, np.int64))
-    try:
-        table = pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(column_names=names, skip_rows=skip),
-            parse_options=pacsv.ParseOptions(delimiter=delim, ignore_empty_lines=False),
-            convert_options=pacsv.ConvertOptions(
-                include_columns=sorted(types), column_types=types, null_values=[""],
-                strings_can_be_null=True, quoted_strings_can_be_null=True))
-    except pa.ArrowInvalid:
-        return _read_csv_lines(path, raw, used, delim, skip, len(names))
+    raw.guessed = guessed
+    while True:
+        try:
+            table = pacsv.read_csv(
+                path,
+                read_options=pacsv.ReadOptions(column_names=names, skip_rows=skip,
+                                               block_size=1 << 22),
+                parse_options=pacsv.ParseOptions(delimiter=delim, ignore_empty_lines=False),
+                convert_options=pacsv.ConvertOptions(
+                    include_columns=sorted(types), column_types=types, null_values=[""],
+                    strings_can_be_null=True, quoted_strings_can_be_null=True))
+            break
+        except pa.ArrowInvalid:
+            if types[ts_col] == pa.int64():  # a corrupt time somewhere: text, judged per row
+                types[ts_col] = pa.string()
+                continue
+            return _read_csv_lines(path, raw, used, delim, skip, len(names))
     cols = {r: table.column(names[j]).combine_chunks() for r, j in used.items()}
     lines = np.arange(1, table.num_rows + 1, dtype=np.int64) + skip
     blank = np.ones(table.num_rows, dtype=bool)
@@ -262,6 +307,13 @@ def _read_csv(path: Path, cfg: FeedConfig) -> RawTable:
         lines = lines[~blank]
     raw.data, raw.lines, raw.blank = cols, lines, int(blank.sum())
     return raw
+
+
+def _integer_times(rows: list[list[str]], j: int, cfg: FeedConfig) -> bool:
+    if cfg.ts_format or cfg.ts_unit == "iso":
+        return False
+    values = [r[j].strip().strip('"').strip() for r in rows[:200] if j < len(r)]
+    return bool(values) and all(_INT.match(v) for v in values)
 
 
 def _line_array(path: Path) -> pa.Array:
@@ -323,7 +375,7 @@ def _read_parquet(path: Path, cfg: FeedConfig) -> RawTable:
     except (pa.ArrowInvalid, OSError) as exc:
         raise FeedError(f"{path.name}: not a readable Parquet file ({exc})") from exc
     columns = list(pf.schema_arrow.names)
-    kind, roles = _by_name(columns, cfg, path)
+    kind, roles, _ = _by_name(columns, cfg, path)
     _check_required(kind, roles, columns, path)
     used = _used(kind, roles)
     table = pf.read(columns=sorted({columns[j] for j in used.values()}))

@@ -5,8 +5,9 @@ their `ns` is 0. Nothing here loops over rows in Python.
 
 - Arrow timestamp columns (Parquet) are cast to ns; zone-less ones are read in `tz`.
 - Numbers (or text that is all numbers) are epoch values in `unit`; "auto" picks the unit from the
-  median magnitude of the first 1,000 values: < 1e11 s, < 1e14 ms, < 1e17 us, else ns. Integer text
-  is converted exactly; decimal text via float64 (sub-microsecond rounding for second epochs).
+  median magnitude of the first 1,000 values: < 1e11 s, < 1e14 ms, < 1e17 us, else ns. Integer and
+  decimal text (up to 19 integer digits, so epoch nanoseconds) is converted exactly from its
+  digits; only exponent forms go through float64. Integer columns are scaled in int64.
 - Text dates: ISO 8601 (`YYYY-MM-DD[ T]hh:mm[:ss[.fffffffff]][Z|+hh:mm]`) goes through Arrow's
   cast when every value looks like it; anything else (compact `YYYYMMDD HHMMSSmmm`, slashes,
   mixed zones, a corrupt row) goes through one regex with named groups, the civil date converted
@@ -23,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 _NUM_RE = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
-_EXACT_RE = r"^[+-]?\d{1,18}(\.\d*)?$"
+_EXACT_RE = r"^[+-]?(\d{1,18}|[1-8]\d{18})(\.\d*)?$"  # the whole part fits int64
 _ISO_RE = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?(Z|[+-]\d{2}(:?\d{2})?)?$"
 _ZONE_RE = r"(Z|[+-]\d{2}(:?\d{2})?)$"
 _DT_RE = (r"^(?P<Y>\d{4})[-/]?(?P<m>\d{2})[-/]?(?P<d>\d{2})"
@@ -53,7 +54,8 @@ def parse_timestamps(arr: pa.Array | pa.ChunkedArray, unit: str = "auto", fmt: s
         return _numeric_text(s, unit)
     if unit == "auto":
         sample = _sample(s)
-        if len(sample) and pc.all(pc.match_substring_regex(sample, _NUM_RE)).as_py():
+        # mostly numbers: epoch values (a corrupt value among them is judged per row)
+        if len(sample) and pc.mean(pc.match_substring_regex(sample, _NUM_RE).cast(pa.int8())).as_py() >= 0.9:
             return _numeric_text(s, "auto")
     return _datetime_text(s, tz)
 
@@ -79,6 +81,8 @@ def _unit_for(magnitude: float) -> str:
 
 
 def _scale_ints(values: np.ndarray, scale: int, bad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if scale == 1:  # epoch ns: already exact
+        return (np.where(bad, 0, values) if bad.any() else values), bad
     over = np.abs(values) > _I64_MAX // scale
     bad = bad | over
     return np.where(bad, 0, values * scale), bad

@@ -2,19 +2,27 @@
 price/size grid (tick or lot) from float values.
 
 `to_float` returns float64 values with two masks, `missing` (null or empty) and `unparseable`
-(text that is not a number; NaN/inf text parses and is judged by the caller). `to_side` maps
-aggressor text (buy/sell/b/s/1/-1) or buyer-maker flags (true = the buyer was the maker, so the
-aggressor sold: -1) to +1/-1/0.
+(text that is not a number; NaN/inf text parses and is judged by the caller).
+
+`to_side` maps aggressor codes to +1 (buy) / -1 (sell) / 0 (unknown): B/BUY/+1/1/LONG buy,
+S/SELL/-1/SHORT sell, N/NONE/0/"" and the like unknown; buyer-maker flags (true = the buyer was
+the maker, so the aggressor sold: -1); `[feed.side_codes]` maps any other code first. A code it
+does not know is side 0 and reported, never a dropped row: a trade without a known aggressor is
+still a trade. Text is mapped once per distinct code (dictionary-encoded), not per row.
 
 Grid: a value v is on a grid of step g when |v/g - rint(v/g)| <= 1e-6 + 1e-12 |v/g|, i.e. within a
 millionth of a step plus float64 representation error (a tolerance of 1e-6 |v/g| alone would
-accept a step of 0.1 for 39432.48).
+accept a step of 0.1 for 39432.48). `infer_tick` goes further than the decimals: with the
+power-of-ten step 10^-d every price is an exact integer k = rint(v 10^d) (|k| < 2^53), and the tick
+is gcd(k) 10^-d in integer arithmetic, so a 0.25 grid quoted with two decimals has tick 0.25.
 """
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 
+import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,7 +33,8 @@ _SELL = ["sell", "s", "-1", "short"]
 _TRUE = ["true", "t", "1", "yes", "y"]
 _FALSE = ["false", "f", "0", "no", "n"]
 # "bid"/"ask" as a side is ambiguous (hit the bid, or the bid side aggressed?): left unknown
-_UNKNOWN = ["", "0", "none", "unknown", "n/a", "na", "null", "bid", "ask", "offer"]
+_UNKNOWN = ["", "0", "n", "none", "unknown", "n/a", "na", "null", "nan", "-", "?",
+            "bid", "ask", "offer"]
 
 
 def _np(arr: pa.Array) -> np.ndarray:
@@ -60,8 +69,20 @@ def to_float(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.where(missing | unparseable, np.nan, values), missing, unparseable
 
 
-def to_side(arr: pa.Array, buyer_maker: bool) -> tuple[np.ndarray, np.ndarray]:
-    """-> (side int8 in {+1, -1, 0}, unparseable mask). Null means unknown (0)."""
+def _code_table(buyer_maker: bool, codes: dict[str, int] | None) -> dict[str, int]:
+    """Lower-case code -> side; None for a code known to mean 'no aggressor'."""
+    table: dict[str, int] = {c: 0 for c in _UNKNOWN}
+    plus, minus = (_FALSE, _TRUE) if buyer_maker else (_BUY, _SELL)
+    table.update({c: 1 for c in plus})
+    table.update({c: -1 for c in minus})
+    table.update({k.strip().lower(): int(v) for k, v in (codes or {}).items()})
+    return table
+
+
+def to_side(arr: pa.Array, buyer_maker: bool,
+            codes: dict[str, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """-> (side int8 in {+1, -1, 0}, unrecognised mask). Null means unknown (0); an unrecognised
+    code is side 0 too, flagged so the caller can report it."""
     n = len(arr)
     t = arr.type
     if pa.types.is_boolean(t):
@@ -69,34 +90,75 @@ def to_side(arr: pa.Array, buyer_maker: bool) -> tuple[np.ndarray, np.ndarray]:
         known = _np(arr.is_valid())
         side = np.where(flag, -1, 1) if buyer_maker else np.where(flag, 1, -1)
         return np.where(known, side, 0).astype(np.int8), np.zeros(n, bool)
-    if pa.types.is_integer(t) or pa.types.is_floating(t):
+    if (pa.types.is_integer(t) or pa.types.is_floating(t)) and not codes:
         v = _np(arr.cast(pa.float64()).fill_null(0.0))
+        finite = np.isfinite(v)
         if buyer_maker:
             side = np.where(v != 0, -1, 1)
-            return np.where(_np(arr.is_valid()), side, 0).astype(np.int8), np.zeros(n, bool)
-        return np.sign(np.nan_to_num(v)).astype(np.int8), ~np.isfinite(v)
-    s = pc.utf8_lower(pc.utf8_trim(arr.cast(pa.string()), characters=" \t\""))
-    s = pc.fill_null(s, "")
-    if buyer_maker:
-        plus, minus = _FALSE, _TRUE
+            return np.where(_np(arr.is_valid()) & finite, side, 0).astype(np.int8), ~finite
+        return np.sign(np.where(finite, v, 0.0)).astype(np.int8), ~finite
+    if not pa.types.is_dictionary(t):
+        if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+            arr = arr.cast(pa.string())
+        arr = pc.dictionary_encode(arr)
+    words = arr.dictionary.to_pylist()
+    table = _code_table(buyer_maker, codes)
+    lut = np.zeros(len(words) + 1, dtype=np.int8)  # the last slot serves nulls
+    known = np.ones(len(words) + 1, dtype=bool)
+    for k, w in enumerate(words):
+        code = str(w).strip(" \t\"'").lower()
+        if code in table:
+            lut[k] = table[code]
+        else:
+            known[k] = False
+    idx = arr.indices.fill_null(len(words)).to_numpy(zero_copy_only=False)
+    return lut[idx], ~known[idx]
+
+
+@numba.njit(cache=True, nogil=True)
+def _grid_pass(values: np.ndarray, factor: float, divide: bool, ints: np.ndarray,
+               on_grid: np.ndarray) -> int:
+    """One pass: ints = rint(v * factor) (or v / factor), on_grid per the tolerance above;
+    returns how many values are off the grid (non-finite ones count as off)."""
+    off = 0
+    for i in range(values.shape[0]):
+        v = values[i]
+        s = v / factor if divide else v * factor
+        if not (abs(s) < 9.0e18):  # also NaN
+            ints[i] = 0
+            on_grid[i] = False
+            off += 1
+            continue
+        r = np.rint(s)
+        ints[i] = np.int64(r)
+        ok = abs(s - r) <= 1e-6 + 1e-12 * abs(s)
+        on_grid[i] = ok
+        off += not ok
+    return off
+
+
+def _grid_ints(values: np.ndarray, step: Decimal) -> tuple[np.ndarray, np.ndarray, int]:
+    inv = Decimal(1) / step
+    shape = np.shape(values)
+    v = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)  # any shape, one pass
+    ints = np.empty(v.shape[0], dtype=np.int64)
+    on_grid = np.empty(v.shape[0], dtype=np.bool_)
+    if inv == inv.to_integral_value():
+        off = _grid_pass(v, float(inv), False, ints, on_grid)
     else:
-        plus, minus = _BUY, _SELL
-    is_plus = _np(pc.is_in(s, value_set=pa.array(plus)))
-    is_minus = _np(pc.is_in(s, value_set=pa.array(minus)))
-    unknown = _np(pc.is_in(s, value_set=pa.array(_UNKNOWN)))
-    side = np.where(is_plus, 1, np.where(is_minus, -1, 0)).astype(np.int8)
-    return side, ~(is_plus | is_minus | unknown)
+        off = _grid_pass(v, float(step), True, ints, on_grid)
+    return ints.reshape(shape), on_grid.reshape(shape), off
 
 
 def _off_grid(values: np.ndarray, decimals: int) -> np.ndarray:
-    scaled = values * (10.0 ** decimals)
-    return np.abs(scaled - np.rint(scaled)) > 1e-6 + 1e-12 * np.abs(scaled)
+    return ~_grid_ints(values, Decimal(1).scaleb(-decimals))[1]
 
 
 def infer_step(values: np.ndarray, max_decimals: int = 10) -> tuple[Decimal, bool]:
     """The coarsest power-of-ten step on which every finite value lies -> (step, exact).
     `exact` is False when even 10^-max_decimals does not fit (values are then rounded)."""
-    v = values[np.isfinite(values)]
+    finite = np.isfinite(values)
+    v = values if finite.all() else values[finite]
     if v.size == 0:
         return Decimal(1), True
     start = 0
@@ -104,22 +166,47 @@ def infer_step(values: np.ndarray, max_decimals: int = 10) -> tuple[Decimal, boo
     while start < max_decimals and _off_grid(sample, start).any():
         start += 1  # the sample's need is a lower bound for the whole array
     for decimals in range(start, max_decimals + 1):
-        off = _off_grid(v, decimals)
-        if not off.any():
+        _, on, n_off = _grid_ints(v, Decimal(1).scaleb(-decimals))
+        if n_off == 0:
             return Decimal(1).scaleb(-decimals), True
-        v = v[off]  # a value on a grid is on every finer one: recheck only the misfits
+        v = v[~on]  # a value on a grid is on every finer one: recheck only the misfits
     return Decimal(1).scaleb(-max_decimals), False
+
+
+def infer_tick(values: np.ndarray, max_decimals: int = 10) -> tuple[Decimal, bool]:
+    """The greatest common step of the finite values -> (step, exact); see the module docstring.
+    Falls back to `infer_step` (a power of ten) when the integers would not be exact in float64."""
+    step, exact = infer_step(values, max_decimals)
+    finite = np.isfinite(values)
+    v = values if finite.all() else values[finite]
+    if v.size == 0 or not exact:
+        return step, exact
+    k, _, _ = _grid_ints(v, step)
+    if k.min() < 0:
+        k = np.abs(k)
+    if k.max() >= 2 ** 52:
+        return step, exact
+    g = int(np.gcd.reduce(k[:4096]))
+    while g > 1:  # the sample's gcd divides the true one: recheck only the values it leaves over
+        rest = k[k % g != 0]
+        if rest.size == 0:
+            break
+        g = int(np.gcd(g, np.gcd.reduce(rest[:4096])))
+    if g == 0 or k.min() == k.max():  # one distinct value says nothing about a grid
+        return step, exact
+    return step * g, exact
+
+
+def decimal_gcd(values: list[Decimal]) -> Decimal:
+    """The greatest common step of positive decimals, exactly (0.5, 0.25 -> 0.25)."""
+    exp = min(int(v.normalize().as_tuple().exponent) for v in values)
+    g = 0
+    for v in values:
+        g = math.gcd(g, int(v.scaleb(-exp)))
+    return Decimal(g).scaleb(exp).normalize()
 
 
 def to_grid(values: np.ndarray, step: Decimal) -> tuple[np.ndarray, np.ndarray]:
     """Float values to int64 multiples of `step` -> (ints, on_grid). Non-finite -> 0, off grid."""
-    inv = Decimal(1) / step
-    finite = np.isfinite(values)
-    if inv == inv.to_integral_value():
-        scaled = np.where(finite, values, 0.0) * float(inv)
-    else:
-        scaled = np.where(finite, values, 0.0) / float(step)
-    fits = finite & (np.abs(scaled) < 9.0e18)
-    rounded = np.rint(np.where(fits, scaled, 0.0))
-    on_grid = fits & (np.abs(scaled - rounded) <= 1e-6 + 1e-12 * np.abs(scaled))
-    return rounded.astype(np.int64), on_grid
+    ints, on_grid, _ = _grid_ints(values, step)
+    return ints, on_grid

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from himari import __version__
-from himari.daemon.report import metrics
-from himari.daemon.report.writers import (atomic_write, money, write_equity_html, write_fills_csv,
-                                         write_json)
+from himari.daemon.report import metrics, stats
+from himari.daemon.report.writers import atomic_write, money, write_fills_csv, write_json
+
+TEARSHEET_NAME = "tearsheet.html"
 
 if TYPE_CHECKING:
     from himari.daemon.runners.replay import ReplaySession as Session
@@ -20,8 +21,9 @@ if TYPE_CHECKING:
 
 def build_report(session: "Session", files: dict[str, str], *, startup_seconds: float,
                  loop_seconds: float, replay_seconds: float) -> dict[str, Any]:
-    """`replay_seconds` runs from ready (kernels compiled) until fills.csv and the equity chart
-    are written: the throughput figure. `startup_seconds` is config to ready."""
+    """`replay_seconds` runs from ready (kernels compiled) until fills.csv is written: the
+    throughput figure (the tearsheet is written after it, see `write_tearsheet`).
+    `startup_seconds` is config to ready."""
     inst = session.instrument
     book = session.cache.positions
     portfolio = session.portfolio
@@ -31,6 +33,7 @@ def build_report(session: "Session", files: dict[str, str], *, startup_seconds: 
     unrealized = portfolio.unrealized_pnl()
     fees = portfolio.fees()
     dd_money, dd_frac = metrics.max_drawdown(eq)
+    perf = performance_block(ts, eq, float(cash0), portfolio.curve.prices())
     trips = book.round_trips
     ticks = session.loop.ticks
     bar_counts = {b.spec.text: b.bars_closed for b in session.loop.builders}
@@ -55,7 +58,10 @@ def build_report(session: "Session", files: dict[str, str], *, startup_seconds: 
                      "instances": [s.strategy_id for s in session.strategies],
                      "decisions": sum(s.decisions for s in session.strategies),
                      "intents": sum(s.intents for s in session.strategies),
-                     "refused_by_risk": sum(s.refused for s in session.strategies)},
+                     "refused_by_risk": sum(s.refused for s in session.strategies),
+                     # a strategy's own figures (the ensemble: agents used, guard counters)
+                     **({"details": [s.report() for s in session.strategies]}
+                        if hasattr(session.strategies[0], "report") else {})},
         "ticks": ticks,
         "batches": session.loop.batches,
         "bars": sum(bar_counts.values()),
@@ -76,7 +82,9 @@ def build_report(session: "Session", files: dict[str, str], *, startup_seconds: 
         "unrealized_pnl": money(unrealized),
         "fees": money(fees),
         "final_position_lots": session.cache.position(inst.id),
-        "sharpe": round(metrics.sharpe_ratio(ts, eq, float(cash0)), 4),
+        "sharpe": perf["sharpe"],  # None (JSON null) on fewer than 20 daily returns
+        "sharpe_note": perf["sharpe_note"],
+        "performance": perf,
         "max_drawdown": round(dd_money, 6),
         "max_drawdown_pct": round(100 * dd_frac, 6),
         "win_rate": round(metrics.win_rate([t.net_pnl for t in trips]), 6),
@@ -86,9 +94,10 @@ def build_report(session: "Session", files: dict[str, str], *, startup_seconds: 
                                           if replay_seconds + startup_seconds > 0 else 0.0),
         "seconds": {"startup": round(startup_seconds, 4), "loop": round(loop_seconds, 4),
                     "replay_to_report": round(replay_seconds, 4)},
-        "throughput_note": ("ticks_per_second = ticks / seconds.replay_to_report: from ready (config "
-                            "read, kernels compiled) through the feed, every stage and the report "
-                            "files; ticks_per_second_with_startup adds the start-up"),
+        "throughput_note": ("ticks_per_second = ticks / seconds.replay_to_report: from ready "
+                            "(config read, kernels compiled) through the feed, every stage, "
+                            "fills.csv and equity.csv; ticks_per_second_with_startup adds the "
+                            "start-up; the tearsheet is written after (seconds.tearsheet)"),
         "stage_latency_us": stages,
         "stage_latency_note": ("bars and venue_match: per batch (items = ticks); handlers: per "
                                "event, inclusive of the handlers they publish to synchronously"),
@@ -103,6 +112,21 @@ def build_report(session: "Session", files: dict[str, str], *, startup_seconds: 
         report["matrices"] = _plain(getattr(matrices, "stats", lambda: {})()
                                     if callable(getattr(matrices, "stats", None)) else {})
     return report
+
+
+def performance_block(ts: np.ndarray, eq: np.ndarray, cash0: float,
+                      price_ticks: np.ndarray) -> dict[str, Any]:
+    """`stats.performance` rounded for JSON, with the buy-and-hold return of the first
+    instrument over the same samples (price at the first sample to the last)."""
+    perf = {k: (round(v, 10) if isinstance(v, float) else v)
+            for k, v in stats.performance(ts, eq, cash0).items()}
+    have = np.flatnonzero(price_ticks > 0)
+    perf["buy_and_hold_return"] = (
+        round(float(price_ticks[-1]) / float(price_ticks[have[0]]) - 1.0, 10)
+        if have.shape[0] and price_ticks[-1] > 0 else None)
+    if perf["sharpe"] is not None:
+        perf["sharpe"] = round(perf["sharpe"], 4)
+    return perf
 
 
 def _instrument(inst: Any) -> dict[str, str]:
@@ -125,24 +149,37 @@ def _plain(obj: Any) -> Any:
 
 
 def write_artifacts(session: "Session", out_dir: Path) -> dict[str, str]:
-    """Write fills.csv and the equity chart; return every file the run produced."""
+    """Write fills.csv and equity.csv; return every file the run produces (the tearsheet comes
+    later, from `write_tearsheet`, outside the throughput figure)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"report": str(out_dir / "report.json"), "fills": str(out_dir / "fills.csv"),
-             "equity": str(out_dir / "equity.html")}
+             "tearsheet": str(out_dir / TEARSHEET_NAME),
+             "equity": str(out_dir / TEARSHEET_NAME)}  # the key of the old equity.html chart
     if session.recorder is not None:
         files["decisions"] = str(session.recorder.path)
     if session.journal is not None:
         files["journal"] = str(session.journal.path)  # the state dir's when there is one
     write_fills_csv(out_dir / "fills.csv", session.fills, session.instruments)
     ts, eq, pos = session.portfolio.curve.arrays()
-    # The equity curve as data (the walk-forward and notebooks read it; the chart only draws it).
+    # The equity curve as data (the walk-forward and notebooks read it; the tearsheet draws it).
     files["equity_csv"] = str(out_dir / "equity.csv")
     rows = "".join(f"{t},{e!r},{p}\n" for t, e, p in zip(ts.tolist(), eq.tolist(), pos.tolist()))
     atomic_write(out_dir / "equity.csv", ("ts_ns,equity,position_lots\n" + rows).encode())
-    names = ", ".join(session.instruments)
-    write_equity_html(out_dir / "equity.html", ts, eq,
-                      f"himari: equity of {session.cfg.strategy.name} on {names}")
     return files
+
+
+def write_tearsheet(session: "Session", out_dir: Path, report: dict[str, Any]) -> float:
+    """Write tearsheet.html (plotly, imported here only); its seconds go into
+    report["seconds"]["tearsheet"] and are returned."""
+    import time
+
+    from himari.daemon.report.tearsheet import tearsheet_input, write_tearsheet as write_page
+
+    t0 = time.perf_counter()
+    write_page(out_dir / TEARSHEET_NAME, tearsheet_input(session, report))
+    seconds = time.perf_counter() - t0
+    report.setdefault("seconds", {})["tearsheet"] = round(seconds, 4)
+    return seconds
 
 
 def write_json_report(out_dir: Path, report: dict[str, Any]) -> None:
@@ -157,7 +194,9 @@ def summary_text(report: dict[str, Any]) -> str:
             "pnl", "fees", "sharpe", "max_drawdown", "max_drawdown_pct", "win_rate", "exposure",
             "ticks_per_second", "ticks_per_second_with_startup"]
     for k in keys:
-        v = report[k]
+        v = report.get(k)
+        if k == "sharpe" and v is None:
+            v = report.get("sharpe_note", "n/a")
         lines.append(f"  {k:<30} {v:,}" if isinstance(v, (int, float)) and not isinstance(v, bool)
                      else f"  {k:<30} {v}")
     risk = report.get("risk", {})
@@ -168,7 +207,10 @@ def summary_text(report: dict[str, Any]) -> str:
     lines.append("  stage latency (us)            p50        p99      count")
     for stage, s in sorted(report["stage_latency_us"].items()):
         lines.append(f"    {stage:<26} {s['p50']:>9.2f} {s['p99']:>10.2f} {s['count']:>10,}")
-    for name, path in report.get("files", {}).items():
+    files = report.get("files", {})
+    for name, path in files.items():
+        if name == "equity" and path == files.get("tearsheet"):
+            continue  # the old key, kept for readers of report.json: the same file
         lines.append(f"  wrote {name}: {path}")
     return "\n".join(lines)
 

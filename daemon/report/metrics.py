@@ -1,11 +1,8 @@
 """Performance figures of a replay, computed from the equity curve and the round trips.
 
 - `pnl`: net PnL = realized + unrealized - fees, in the instrument currency (exact Decimal).
-- `sharpe`: mean / std (ddof 1) of the equity changes between consecutive equity samples (one per
-  strategy bar), annualized by sqrt(samples per year) where a year is 365.25 days and the sample
-  period is the mean spacing of the samples (markets that close make this approximate). Returns are
-  equity changes over starting equity, so flat periods count as zero returns. 0 with < 2 samples or
-  zero variance.
+- `sharpe` and the other annualised figures: from DAILY returns, in `stats.py` (None, with a note,
+  on fewer than 20 daily returns).
 - `max_drawdown`: the largest fall of equity from its running peak, in money and as a fraction of
   that peak.
 - `win_rate`: winning round trips (net of fees) / round trips.
@@ -14,45 +11,34 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 import numpy as np
 
-_YEAR_NS = 365.25 * 86_400 * 1e9
-
-
 @dataclass
 class EquityCurve:
-    """Equity sampled at each close of the strategy's primary bar spec (marked to the close)."""
+    """Equity sampled at each close of the strategy's primary bar spec (marked to the close),
+    with the first instrument's mark in ticks (-1 before it has one: the tearsheet's price and
+    buy-and-hold lines)."""
 
     ts_ns: list[int] = field(default_factory=list)
     equity: list[float] = field(default_factory=list)
     position: list[int] = field(default_factory=list)
+    price: list[int] = field(default_factory=list)
 
-    def append(self, ts_ns: int, equity: float, position: int) -> None:
+    def append(self, ts_ns: int, equity: float, position: int, price: int = -1) -> None:
         self.ts_ns.append(ts_ns)
         self.equity.append(equity)
         self.position.append(position)
+        self.price.append(price)
+
+    def prices(self) -> np.ndarray:
+        return np.asarray(self.price, dtype=np.int64)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return (np.asarray(self.ts_ns, dtype=np.int64), np.asarray(self.equity, dtype=np.float64),
                 np.asarray(self.position, dtype=np.int64))
-
-
-def sharpe_ratio(ts_ns: np.ndarray, equity: np.ndarray, starting_equity: float) -> float:
-    if equity.shape[0] < 3 or starting_equity <= 0:
-        return 0.0
-    rets = np.diff(equity) / starting_equity
-    sd = float(np.std(rets, ddof=1))
-    if not math.isfinite(sd) or sd == 0.0:
-        return 0.0
-    span = float(ts_ns[-1] - ts_ns[0])
-    if span <= 0:
-        return 0.0
-    periods_per_year = _YEAR_NS / (span / (equity.shape[0] - 1))
-    return float(np.mean(rets) / sd * math.sqrt(periods_per_year))
 
 
 def max_drawdown(equity: np.ndarray) -> tuple[float, float]:

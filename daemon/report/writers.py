@@ -1,4 +1,4 @@
-"""Report files: `report.json`, `fills.csv` and a self-contained `equity.html` chart.
+"""Report files: `report.json` and `fills.csv` (`tearsheet.html` is `tearsheet.py`'s).
 
 Every file is written atomically: to a temporary file in the same directory, flushed, then
 `os.replace`d over the name, so a reader (or a crash) sees the old file or the new one, never half
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import html
 import io
 import os
 from collections.abc import Iterator
@@ -19,7 +18,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 
 from himari.daemon.events import Fill
@@ -34,8 +32,9 @@ def money(x: Decimal) -> str:
     return format(x, "f")
 
 
-ARTIFACT_NAMES = ("report.json", "fills.csv", "equity.csv", "equity.html", "equity.png",
-                  "decisions.jsonl", "journal.jsonl")
+# equity.html / equity.png: what earlier versions wrote; still set aside so they never sit stale
+ARTIFACT_NAMES = ("report.json", "fills.csv", "equity.csv", "tearsheet.html", "equity.html",
+                  "equity.png", "decisions.jsonl", "journal.jsonl")
 PREVIOUS_DIR = "previous"
 
 
@@ -96,35 +95,3 @@ def write_fills_csv(path: Path, fills: list[Fill], instruments: dict[str, Instru
                     "BUY" if f.side > 0 else "SELL", money(inst.lots_to_qty(f.quantity)),
                     money(inst.ticks_to_price(f.price)), money(f.fee), f.decision_id])
     atomic_write(path, fh.getvalue().encode("utf-8"))
-
-
-def write_equity_html(path: Path, ts_ns: np.ndarray, equity: np.ndarray, title: str) -> None:
-    """A dependency-free SVG line chart of equity against time, inside one HTML file."""
-    width, height, pad = 960, 360, 50
-    body: str
-    if equity.shape[0] < 2:
-        body = "<p>Fewer than two equity samples: nothing to draw.</p>"
-    else:
-        step = max(1, equity.shape[0] // 4000)  # keep the file small on long replays
-        x = ts_ns[::step].astype(np.float64)
-        y = equity[::step].astype(np.float64)
-        x0, x1 = float(x[0]), float(x[-1]) if x[-1] > x[0] else float(x[0]) + 1.0
-        y0, y1 = float(y.min()), float(y.max())
-        if y1 == y0:
-            y0, y1 = y0 - 1.0, y1 + 1.0
-        px = pad + (x - x0) / (x1 - x0) * (width - 2 * pad)
-        py = height - pad - (y - y0) / (y1 - y0) * (height - 2 * pad)
-        points = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(px, py))
-        body = (
-            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">'
-            f'<rect width="100%" height="100%" fill="white"/>'
-            f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#999"/>'
-            f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#999"/>'
-            f'<text x="{pad}" y="{pad - 10}" font-size="12">max {y1:,.2f}</text>'
-            f'<text x="{pad}" y="{height - pad + 20}" font-size="12">min {y0:,.2f}</text>'
-            f'<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="{points}"/>'
-            "</svg>")
-    atomic_write(path, (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title></head><body>"
-        f"<h3>{html.escape(title)}</h3>{body}</body></html>\n").encode("utf-8"))

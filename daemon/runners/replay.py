@@ -11,7 +11,6 @@ working orders are cancelled, and the report is written.
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from himari.daemon.engine import TradingCore, build_core
 from himari.daemon.feeds.client import ReplayDataClient
 from himari.daemon.ids import IdSource
 from himari.daemon.orders.journal import Journal
+from himari.daemon.progress import Progress
 from himari.daemon.replay import ReplayLoop
 from himari.daemon.sources import ReplaySource, open_source
 
@@ -81,13 +81,15 @@ class ReplaySession:
 
     def write_report(self, out_dir: Path, *, t_start: float, t_ready: float, t_loop: float,
                      t_end_loop: float, **extra: Any) -> dict[str, Any]:
-        from himari.daemon.report.build import build_report, write_artifacts, write_json_report
+        from himari.daemon.report.build import (build_report, write_artifacts, write_json_report,
+                                                write_tearsheet)
 
         files = write_artifacts(self, out_dir)
         t_written = time.perf_counter()
         report = build_report(self, files, startup_seconds=t_ready - t_start,
                               loop_seconds=t_end_loop - t_loop, replay_seconds=t_written - t_loop)
         report.update(extra)
+        write_tearsheet(self, out_dir, report)  # after the throughput figure: plotly is slow
         write_json_report(out_dir, report)
         return report
 
@@ -116,30 +118,6 @@ def warmup(session: ReplaySession) -> None:
     session.source.warmup()
 
 
-class _Progress:
-    """Progress lines on stderr, at most one a second (wall time is for the human only), for
-    replays of unknown length or of at least `LONG_REPLAY_TICKS`."""
-
-    LONG_REPLAY_TICKS = 2_000_000
-
-    def __init__(self, enabled: bool, total: int | None) -> None:
-        self.enabled = enabled and (total is None or total >= self.LONG_REPLAY_TICKS)
-        self.total = total
-        self._t0 = time.monotonic()
-        self._last = self._t0
-
-    def update(self, ticks: int) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self._last < 1.0:
-            return
-        self._last = now
-        rate = ticks / max(now - self._t0, 1e-9)
-        pct = f" ({100 * ticks / self.total:.0f}%)" if self.total else ""
-        print(f"replay: {ticks:,} ticks{pct}, {rate:,.0f} ticks/s", file=sys.stderr, flush=True)
-
-
 async def run_replay(cfg: HimariConfig, data_paths: list[str], out_dir: Path,
                      on_ready: Any = None, *, ids: IdSource | None = None,
                      journal_path: Path | None = None) -> dict[str, Any]:
@@ -160,7 +138,7 @@ async def run_replay(cfg: HimariConfig, data_paths: list[str], out_dir: Path,
 
     recorder_task = (asyncio.create_task(core.recorder.run(), name="decision-recorder")
                      if core.recorder else None)
-    progress = _Progress(cfg.replay.progress, session.source.expected_ticks())
+    progress = Progress(cfg.replay.progress, session.source.expected_ticks())
     t_loop = time.perf_counter()
     stopped_early = False
     try:
@@ -177,6 +155,7 @@ async def run_replay(cfg: HimariConfig, data_paths: list[str], out_dir: Path,
                 task.uncancel()
             stopped_early = True
             log.warning("replay_stopped_early", ticks=session.loop.ticks)
+        progress.close(session.loop.ticks)
         session.loop.finish()
         core.stop_strategies()
         session.loop.flush_venue()

@@ -57,8 +57,8 @@ def test_a_new_replay_never_leaves_an_old_decision_log_beside_its_report(capsys,
     assert main(base) == 0
     assert (out / "decisions.jsonl").exists()
     assert main([*base, "--set", "report.decision_log=false"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["equity.html", "fills.csv", "journal.jsonl",
-                                                     "previous", "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["equity.csv", "fills.csv", "journal.jsonl",
+                                                     "previous", "report.json", "tearsheet.html"]
     report = json.loads((out / "report.json").read_text())
     assert "decisions" not in report["files"]
     assert (out / "previous" / "decisions.jsonl").exists()

@@ -140,3 +140,25 @@ def test_regime_rule() -> None:
     failing = RegimeRule(thr, broken)
     assert failing(1.0, np.zeros((48, 13))) == (L.NEUTRAL, 2.0) and failing.ensemble_errors == 1
     assert RegimeRule(thr)(5.0) == (L.CRISIS, 0.5)
+
+
+def test_feature_matrix_accepts_plain_matrix_arrays() -> None:
+    """A fixture with plain (N, 60, 7) / (N, 48, 13) arrays gives the same rows as a BarDataset."""
+    ds = random_dataset(80, 1, seed=6)
+
+    class Plain:
+        tactical = np.asarray(ds.tactical)
+        strategic = np.asarray(ds.strategic)
+        ts_ns = ds.ts_ns
+
+        def __len__(self) -> int:
+            return 80
+
+    assert np.array_equal(feature_matrix(Plain(), np.arange(80)), feature_matrix(ds))
+
+
+def test_feature_matrix_names_a_non_finite_bar() -> None:
+    ds = random_dataset(80, 1, seed=6)
+    ds.tac_rows[ds.tac_index[30]] = np.nan
+    with pytest.raises(ValueError, match="non-finite tactical rows at bar 30"):
+        feature_matrix(ds, [29, 30])

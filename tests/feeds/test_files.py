@@ -48,8 +48,9 @@ def all_ticks(feed):
 
 SHARED = [
     # file, kind, rows, ticks, tick size, lot size, first ts, first (price, size, side, bid, ask)
-    ("btc-perp-20211231-20220201_1m.csv", "bars", 45_031, 4 * 45_031, "0.001", "1E-7",
-     "2021-12-31 23:01:00", (46_319_000, 23_004_137_295_000 // 4, 0, 46_319_000, 46_319_000)),
+    # tick 0.125: the greatest common step of its prices (issue 15; it was 0.001, the decimals)
+    ("btc-perp-20211231-20220201_1m.csv", "bars", 45_031, 4 * 45_031, "0.125", "1E-7",
+     "2021-12-31 23:01:00", (370_552, 23_004_137_295_000 // 4, 0, 370_552, 370_552)),
     ("gbpusd-m1-bid-2012.csv", "bars", 30_117, 4 * 30_117, "0.00001", "1",
      "2012-02-01 00:00:00", (157_597, 0, 0, 157_597, 157_597)),
     ("quote_tick_data.csv", "quotes", 9_500, 9_500, "0.00001", "1",
@@ -111,10 +112,11 @@ def test_bars_replay_open_low_high_close_by_direction_and_split_volume(tmp_path)
     t0 = ns("2024-01-01 00:00:00")
     q = MIN // 4
     assert t["ts_ns"].tolist() == [t0 + k * MIN + j * q for k in range(3) for j in range(4)]
-    assert t["price"].tolist() == [100, 90, 120, 110, 110, 115, 80, 90, 90, 90, 90, 90]
+    # tick 0.5: the greatest common step of the prices (issue 15; it was 0.1, the decimals)
+    assert t["price"].tolist() == [20, 18, 24, 22, 22, 23, 16, 18, 18, 18, 18, 18]
     assert t["size"].tolist() == [2, 2, 2, 4, 1, 1, 1, 4, 0, 0, 0, 3]
     assert t["size"].reshape(-1, 4).sum(axis=1).tolist() == [10, 7, 3]
-    assert feed.instrument.tick_size == Decimal("0.1") and feed.bar_seconds == 60
+    assert feed.instrument.tick_size == Decimal("0.5") and feed.bar_seconds == 60
 
 
 def test_bars_stamped_by_close_time_shift_back_one_period(tmp_path):
@@ -176,7 +178,7 @@ def test_malformed_trade_rows_are_counted_with_line_numbers(tmp_path):
     assert "expected 3 fields, got 2" in reasons[6] and "timestamp" in reasons[8]
     assert "non-positive price" in reasons[9] and "non-finite price" in reasons[10]
     _, t = all_ticks(feed)
-    assert t["price"].tolist() == [1005, 1010] and t["size"].tolist() == [2, 3]
+    assert t["price"].tolist() == [201, 202] and t["size"].tolist() == [2, 3]  # tick 0.5 (the grid)
     assert "7 malformed rows skipped" in feed.describe
 
 
@@ -221,7 +223,8 @@ def test_price_off_a_given_tick_grid_is_malformed(tmp_path):
     feed = open_file_feed(p, CFG, "X", tick_size=Decimal("0.1"))
     assert [line for line, _ in feed.stats.malformed_rows] == [3]
     assert "not a multiple of the tick size 0.1" in feed.stats.malformed_rows[0][1]
-    assert open_file_feed(p, CFG, "X").instrument.tick_size == Decimal("0.01")
+    assert feed.stats.off_tick == 1 and "1 price finer than the tick size 0.1 refused" in feed.describe
+    assert open_file_feed(p, CFG, "X").instrument.tick_size == Decimal("0.02")  # gcd of the grid
 
 
 def test_only_the_first_100_malformed_rows_are_kept(tmp_path):
@@ -246,7 +249,10 @@ def test_unknown_column_in_config_names_it_and_lists_the_file_columns(tmp_path):
 
 
 def test_missing_required_column_is_a_clear_error(tmp_path):
-    p = write(tmp_path, "timestamp,foo,bar\n2024-01-01 00:00:00,1,1\n")
+    # issue 15: names never seen no longer refuse the file: the values choose (and it says so)
+    p = write(tmp_path, "timestamp,foo,bar\n2024-01-01 00:00:00,1,1\n2024-01-01 00:00:01,2,1\n")
+    assert "columns chosen by their values" in open_file_feed(p, CFG, "X").describe
+    p = write(tmp_path, "timestamp,foo,bar\n2024-01-01 00:00:00,x,y\n", "text.csv")
     with pytest.raises(FeedError, match="cannot tell trades, quotes or bars"):
         open_file_feed(p, CFG, "X")
     with pytest.raises(FeedError, match="no price column"):
@@ -263,7 +269,8 @@ def test_columns_by_name_and_position_and_headerless(tmp_path):
     q = write(tmp_path, "2024-01-01T00:00:00Z,99.5,3\n2024-01-01T00:00:01Z,99.75,1\n", "h.csv")
     feed = open_file_feed(q, CFG, "X")  # headerless: ts, price, size (99.75/99.5 is no quote)
     _, t = all_ticks(feed)
-    assert feed.kind == "trades" and t["price"].tolist() == [9950, 9975] and t["size"].tolist() == [3, 1]
+    assert feed.kind == "trades" and t["price"].tolist() == [398, 399] and t["size"].tolist() == [3, 1]
+    assert feed.instrument.tick_size == Decimal("0.25")  # the grid's step, not the decimals
 
 
 def test_ts_format_and_timezone(tmp_path):

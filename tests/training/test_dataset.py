@@ -19,7 +19,9 @@ DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 def small() -> BarDataset:
     spec = SourceSpec(name="small", kind="synthetic", synthetic=SMALL)
     # check=True: at every bar the stored rows rebuild the published matrices exactly
-    return D._run_pipeline(spec, D._cfg_for(spec, default_config()), check=True)
+    from himari.training.pipeline import run_pipeline
+
+    return run_pipeline(spec, D._cfg_for(spec, default_config()), check=True)
 
 
 def test_pipeline_fields_shapes_and_readiness(small: BarDataset) -> None:
@@ -80,6 +82,9 @@ def test_cache_roundtrip_and_key(tmp_path: Path) -> None:
     for k in D.PER_BAR:
         assert np.array_equal(getattr(a, k), getattr(b, k)), k
     assert np.array_equal(a.tac_rows, b.tac_rows) and b.meta == a.meta
+    files[0].write_bytes(b"not a zip file")  # a damaged cache entry is rebuilt, not fatal
+    c = build_dataset(spec, cache_dir=tmp_path)
+    assert np.array_equal(c.close, a.close) and np.load(files[0], allow_pickle=False) is not None
     other = SourceSpec(name="tiny", kind="synthetic",
                        synthetic={"n_ticks": 20_000, "ticks_per_day": 20_000.0, "seed": 6})
     cfg = default_config()
@@ -110,6 +115,8 @@ def test_slice_and_time_slice() -> None:
     assert len(s) == 100 and np.array_equal(s.tactical[0], ds.tactical[100])
     t = ds.time_slice(int(ds.ts_ns[50]), int(ds.ts_ns[60]))
     assert len(t) == 10 and t.ts_ns[0] == ds.ts_ns[50]
+    with pytest.raises(ValueError, match="strictly increasing"):
+        concat([ds, ds]).time_slice(0, None)
 
 
 def test_bad_arrays_are_refused() -> None:
@@ -129,3 +136,69 @@ def test_real_btc_bars_as_ticks(tmp_path: Path) -> None:
     assert 8800 < len(ds) < 9100  # a month of 5-minute bars
     assert ds.ready.sum() > 6000 and 30_000 < np.median(ds.close) < 60_000
     assert "as ticks" in ds.meta["sources"][0]["label"]
+
+
+# ---- training/sources.py: the split
+
+
+def test_time_range_halves_do_not_overlap_and_cover_everything() -> None:
+    from himari.training.sources import time_range
+
+    ds = random_dataset(1000, 1, seed=7)
+    a0, a1 = time_range(ds, 0.0, 0.6)
+    b0, b1 = time_range(ds, 0.6, 1.0)
+    assert a1 == b0 and a0 == ds.ts_ns[0] and b1 == ds.ts_ns[-1] + 1
+    train, held = ds.time_slice(a0, a1), ds.time_slice(b0, b1)
+    assert len(train) + len(held) == len(ds) and train.ts_ns[-1] < held.ts_ns[0]
+    assert len(train) == pytest.approx(600, abs=2)
+    with pytest.raises(ValueError, match="fractions"):
+        time_range(ds, 0.7, 0.6)
+
+
+def test_split_without_real_data_is_synthetic_only(tmp_path: Path) -> None:
+    from himari.training.sources import split_parts
+
+    split = split_parts(tmp_path)
+    assert split.heldout == [] and all(p.spec.kind == "synthetic" for p in split.train)
+    assert len(split.train) == 8 and len({p.spec.synthetic["seed"] for p in split.train}) == 8
+    assert any("BTC" in n and "synthetic data only" in n for n in split.notes)
+    assert any("GBP/USD" in n for n in split.notes)
+
+
+@pytest.mark.skipif(not (DATA / "btc-perp-20211231-20220201_1m.csv").exists()
+                    or not (DATA / "gbpusd-m1-bid-2012.csv").exists(),
+                    reason="real data ../shared/data not present (BTC and GBP/USD 1-minute bars)")
+def test_real_split_train_and_heldout_never_overlap(tmp_path: Path) -> None:
+    from himari.training.sources import load_part, split_parts
+
+    split = split_parts(DATA)
+    real_train = [p for p in split.train if p.spec.kind == "file"]
+    assert [p.name for p in real_train] == ["btc-train"]
+    assert sorted(p.name for p in split.heldout) == ["btc-heldout", "gbpusd-heldout"]
+    assert all(p.spec.kind == "file" for p in split.heldout)
+    assert not any(p.spec.path.endswith("gbpusd-m1-bid-2012.csv") for p in split.train)
+    train = load_part(real_train[0], tmp_path)
+    held = load_part(next(p for p in split.heldout if p.name == "btc-heldout"), tmp_path)
+    assert train.ts_ns[-1] < held.ts_ns[0]  # disjoint in time
+    assert len(train) + len(held) == len(build_dataset(real_train[0].spec, cache_dir=tmp_path))
+    span = held.ts_ns[-1] - train.ts_ns[0]
+    assert (held.ts_ns[0] - train.ts_ns[0]) / span == pytest.approx(0.6, abs=0.002)
+    assert held.ready.all()  # warmed by the earlier bars: features only look back
+    assert held.meta["sources"][0]["role"] == "heldout"
+    # the boundary is the one the walk-forward replays from (its warm-up window ends there)
+    from himari.training.sources import file_span_ns, split_ns
+
+    path = Path(real_train[0].spec.path)
+    cut = split_ns(path)
+    assert train.ts_ns[-1] <= cut < held.ts_ns[0]
+    lo, hi = file_span_ns(path)
+    assert lo < cut < hi and cut - lo == int(0.6 * (hi - lo))
+    try:
+        from himari.training.evaluate import heldout_sets
+    except ImportError:
+        return
+    btc = next(s for s in heldout_sets(DATA) if s.path.name == path.name)
+    t_end = lo + int(btc.history_s * 1e9)  # the replay trades bars closing after this
+    assert train.ts_ns[-1] <= t_end < held.ts_ns[0]
+    gbp = [p for p in split.heldout if p.name == "gbpusd-heldout"][0]
+    assert gbp.fraction_from == 0.0 and gbp.fraction_to == 1.0

@@ -1,0 +1,20 @@
+"""Suite-wide: the data catalog (daemon/catalog.py) of every test, and of every himari process a
+test starts, lives in a temporary directory, never in the user's ~/.cache."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+
+def pytest_configure(config) -> None:  # type: ignore[no-untyped-def]
+    path = tempfile.mkdtemp(prefix="himari-catalog-")
+    os.environ["HIMARI_CATALOG_DIR"] = path
+    config._himari_catalog_dir = path
+
+
+def pytest_unconfigure(config) -> None:  # type: ignore[no-untyped-def]
+    path = getattr(config, "_himari_catalog_dir", None)
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
