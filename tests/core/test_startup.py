@@ -2,8 +2,8 @@
 
 A command pays for every module it imports; these tests pin what the daemon's commands must not
 import: `himari version` nothing heavy, a config load no matrix kernel, a replay with matrices off no
-matrix kernel, no scipy (numba's BLAS probe, see daemon/startup.py), no uvloop (a simulated
-replay does no I/O), and a replay from the data catalog no pyarrow.dataset.
+matrix kernel, no scipy (numba's BLAS probe, see daemon/startup.py), no pandas (pyarrow's probe),
+no uvloop (a simulated replay does no I/O), and a replay from the data catalog no pyarrow.dataset.
 """
 
 from __future__ import annotations
@@ -36,6 +36,12 @@ def modules_after(code: str, tmp: Path) -> set[str]:
     assert res.returncode == 0, res.stderr[-3000:]
     line = next(x for x in res.stdout.splitlines() if x.startswith("MODULES="))
     return set(json.loads(line[len("MODULES="):]))
+
+
+def _installed(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
 
 
 def cli(args: list[str]) -> str:
@@ -72,18 +78,29 @@ def test_replay_with_matrices_off_loads_no_matrix_kernel_scipy_or_uvloop(tmp_pat
     assert {"himari.daemon.matrices.strategic", "himari.daemon.matrices.stage"} <= on
 
 
-def test_catalog_replay_reads_parquet_without_pyarrow_dataset(tmp_path: Path) -> None:
+def test_catalog_replay_reads_parquet_without_pyarrow_dataset_nor_pandas(tmp_path: Path) -> None:
     csv = tmp_path / "ticks.csv"
     rows = [f"{1_704_067_200_000_000_000 + 1_000_000 * i},{100 + (i % 7) * 0.25:.2f},{1 + i % 3},"
             f"{'BS'[i % 2]}" for i in range(2000)]
     csv.write_text("ts_ns,price,size,side\n" + "\n".join(rows) + "\n")
     args = ["replay", str(csv), *QUIET]
-    modules_after(cli([*args, "--out", str(tmp_path / "a")]), tmp_path)  # parse, store
+    first = modules_after(cli([*args, "--out", str(tmp_path / "a")]), tmp_path)  # parse, store
     second = modules_after(cli([*args, "--out", str(tmp_path / "b")]), tmp_path)
     inputs = json.loads((tmp_path / "b" / "report.json").read_text())["inputs"]
     assert [i["catalog"] for i in inputs] == ["read"]  # the Parquet copy, not a second parse
     assert "pyarrow.parquet" in second
     assert "pyarrow.dataset" not in second
+    for mods in (first, second):  # pyarrow's implicit pandas probe is withheld
+        assert "pandas" not in mods
+    # the same replay in a process where pandas was imported first (the hook then stands aside)
+    # gives byte-identical fills: withholding pandas changes no conversion
+    with_pandas = modules_after("import pandas\n" + cli([*args, "--out", str(tmp_path / "c")]),
+                                tmp_path) if _installed("pandas") else set()
+    if with_pandas:
+        assert "pandas" in with_pandas
+        assert ((tmp_path / "c" / "fills.csv").read_bytes()
+                == (tmp_path / "a" / "fills.csv").read_bytes()
+                == (tmp_path / "b" / "fills.csv").read_bytes())
 
 
 def test_numba_loads_without_scipy_yet_blas_kernels_still_work(tmp_path: Path) -> None:
@@ -142,3 +159,30 @@ def test_no_run_time_kernel_calls_blas() -> None:
                         offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {fn.name}: @")
     assert kernels > 20  # the walk found the kernels
     assert not offenders, offenders
+
+
+def test_hook_keeps_explicit_pandas_imports(tmp_path: Path) -> None:
+    if not _installed("pandas"):
+        pytest.skip("pandas not installed")
+    code = ("from himari.daemon import startup\n"
+            "assert startup.install()\n"
+            "import numpy as np, pyarrow as pa\n"
+            "a = pa.array(np.arange(3))\n"  # implicit probe from this (non-daemon) module: allowed
+            "import pandas\n"  # an import statement: always allowed
+            "assert pa.table({'x': a}).to_pandas()['x'].tolist() == [0, 1, 2]\n")
+    assert "pandas" in modules_after(code, tmp_path)
+
+
+def test_daemon_code_never_asks_pyarrow_for_pandas() -> None:
+    """Why withholding pyarrow's implicit pandas import is safe: no run-time module converts to or
+    from pandas (it would then need the import the hook refuses)."""
+    hits = []
+    for folder in ("daemon", "decision", "strategies", "brokers"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if path.name == "startup.py":  # the hook's own docstring
+                continue
+            text = path.read_text()
+            for word in ("to_pandas", "from_pandas", "import pandas", "from pandas"):
+                if word in text:
+                    hits.append(f"{path.relative_to(ROOT)}: {word}")
+    assert not hits, hits
