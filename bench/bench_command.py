@@ -13,17 +13,19 @@ cases interleaved so a change in the machine's load hits them alike:
 
 For each replay it also prints the report's own split (start-up to ready, the loop, ticks/s of
 the loop) and the CPU seconds (user + sys) of the process, steadier than wall time on a loaded
-machine. The package's bytecode is compiled first (`compileall`), as a regular install does; an
-editable install under PYTHONDONTWRITEBYTECODE=1 would otherwise recompile every module of
-himari on each start (--no-bytecode measures that case).
+machine. Bytecode: every process uses one fresh PYTHONPYCACHEPREFIX, filled by the untimed
+warm-up round, as a regular install's compiled modules would be (an editable install under
+PYTHONDONTWRITEBYTECODE=1 recompiles every module of himari on each start: --no-bytecode measures
+that). --compare-with OTHER_HIMARI (e.g. /work/main/.venv/bin/himari) adds the replay cases run by
+that executable, interleaved with this checkout's, so both are measured under the same load.
 
 Usage: python bench/bench_command.py [--ticks 1000000] [--repeat 7] [--no-bytecode]
+                                     [--compare-with PATH]
 """
 
 from __future__ import annotations
 
 import argparse
-import compileall
 import json
 import os
 import resource
@@ -37,7 +39,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = ["--set", "strategy.params.fast=10", "--set", "strategy.params.slow=20",
+REFERENCE = ["--set", "strategy.name=\"ema_cross\"",
+             "--set", "strategy.params.fast=10", "--set", "strategy.params.slow=20",
              "--set", "strategy.params.quantity=\"0.1\"", "--set", "strategy.params.bar_spec=\"250t\"",
              "--set", "replay.progress=false", "--set", "log.level=\"warning\"",
              "--set", "matrices.enabled=false"]
@@ -92,47 +95,50 @@ def main() -> None:
     ap.add_argument("--ticks", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--no-bytecode", action="store_true",
-                    help="do not compile the package's bytecode first")
+                    help="no bytecode cache (PYTHONDONTWRITEBYTECODE=1): every module compiled on each start")
+    ap.add_argument("--compare-with", default=None, help="another himari executable")
     args = ap.parse_args()
-    if not args.no_bytecode:
-        for d in ("himari", "daemon", "strategies", "brokers", "decision"):
-            if (ROOT / d).is_dir():
-                compileall.compile_dir(str(ROOT / d), quiet=1, workers=1)
-    exe = himari_exe()
+    exes = {"": himari_exe()}
+    if args.compare_with:
+        exes[f" [{args.compare_with}]"] = [args.compare_with]
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         csv = tmp / "reference.csv"
         write_reference_csv(csv, args.ticks)
-        env = dict(os.environ)
+        env = dict(os.environ, PYTHONPYCACHEPREFIX=str(tmp / "pycache"))
         env.pop("PYTHONPATH", None)
+        if args.no_bytecode:
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
+        else:
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
         base_cmd = [sys.executable, "-c", f"import pyarrow.csv; pyarrow.csv.read_csv({str(csv)!r})"]
-        # one untimed run of each: warm the page cache and numba's kernel cache
-        warm_cat = tmp / "cat-warm"
+        # name -> (command, catalog: None / "fresh" (empty, per run) / a directory kept warm)
         cases: dict[str, tuple[list[str], str | None]] = {
-            "pyarrow baseline (import + read_csv)": (base_cmd, None),
-            "replay CSV, first run (parse + store)": ([*exe, "replay", str(csv)], "fresh"),
-            "replay CSV, second run (catalog)": ([*exe, "replay", str(csv)], "warm"),
-            "replay synthetic (no file)": ([*exe, "replay", "--set",
-                                            f"feed.synthetic.n_ticks={args.ticks}", "--set",
-                                            f"feed.synthetic.lot_size=\"{LOT}\""], None),
-        }
+            "pyarrow baseline (import + read_csv)": (base_cmd, None)}
+        for tag, exe in exes.items():
+            cases[f"replay CSV, first run{tag}"] = ([*exe, "replay", str(csv)], "fresh")
+            cases[f"replay CSV, catalog{tag}"] = ([*exe, "replay", str(csv)],
+                                                  str(tmp / f"cat-warm{len(cases)}"))
+            cases[f"replay synthetic{tag}"] = (
+                [*exe, "replay", "--set", f"feed.synthetic.n_ticks={args.ticks}",
+                 "--set", f"feed.synthetic.lot_size=\"{LOT}\""], None)
         wall: dict[str, list[float]] = {k: [] for k in cases}
         cpu: dict[str, list[float]] = {k: [] for k in cases}
         reports: dict[str, list[dict]] = {k: [] for k in cases}
-        for i in range(args.repeat + 1):
-            for name, (cmd, catalog) in cases.items():
+        for i in range(args.repeat + 1):  # round 0 warms the page, bytecode and kernel caches
+            for k, (name, (cmd, catalog)) in enumerate(cases.items()):
                 run_env = dict(env)
                 full = list(cmd)
-                out = tmp / f"out-{i}-{len(reports[name])}-{abs(hash(name))}"
+                out = tmp / f"out-{i}-{k}"
                 if catalog == "fresh":
-                    run_env["HIMARI_CATALOG_DIR"] = str(tmp / f"cat-fresh-{i}")
-                elif catalog == "warm":
-                    run_env["HIMARI_CATALOG_DIR"] = str(warm_cat)
+                    run_env["HIMARI_CATALOG_DIR"] = str(tmp / f"cat-fresh-{i}-{k}")
+                elif catalog is not None:
+                    run_env["HIMARI_CATALOG_DIR"] = catalog
                 if cmd is not base_cmd:
                     full += ["--out", str(out), "--quiet", *REFERENCE]
                 w, c = timed(full, run_env, tmp)
                 if i == 0:
-                    continue  # the warm-up round
+                    continue
                 wall[name].append(w)
                 cpu[name].append(c)
                 if cmd is not base_cmd:
@@ -140,16 +146,17 @@ def main() -> None:
     base = statistics.median(wall["pyarrow baseline (import + read_csv)"])
     base_cpu = statistics.median(cpu["pyarrow baseline (import + read_csv)"])
     load = os.getloadavg()
+    width = max(map(len, cases))
     print(f"whole-command benchmark: {args.ticks:,} ticks (the synthetic reference stream, lot "
           f"{LOT}), EMA 10/20 on 250-tick bars, matrices off; p50 and min of {args.repeat} fresh "
           f"processes per case, interleaved; {os.cpu_count()} CPUs, load average "
           f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; bytecode "
-          f"{'not compiled' if args.no_bytecode else 'compiled first'}")
-    print(f"  {'case':40} {'wall p50':>9} {'min':>7} {'ratio':>6} {'cpu p50':>8} {'ratio':>6}"
+          f"{'never cached (PYTHONDONTWRITEBYTECODE=1)' if args.no_bytecode else 'cached'}")
+    print(f"  {'case':{width}} {'wall p50':>9} {'min':>7} {'ratio':>6} {'cpu p50':>8} {'ratio':>6}"
           f"  report: startup / loop s, loop ticks/s")
     for name in cases:
         w50, c50 = statistics.median(wall[name]), statistics.median(cpu[name])
-        line = (f"  {name:40} {w50:8.3f}s {min(wall[name]):6.3f}s {w50 / base:5.2f}x "
+        line = (f"  {name:{width}} {w50:8.3f}s {min(wall[name]):6.3f}s {w50 / base:5.2f}x "
                 f"{c50:7.3f}s {c50 / base_cpu:5.2f}x")
         if reports[name]:
             su = statistics.median(r["seconds"]["startup"] for r in reports[name])

@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 MATRIX_KERNELS = {f"himari.daemon.matrices.{m}" for m in
                   ("strategic", "tactical", "mlmi", "mmd", "nwrqk", "lvn", "fvg", "volatility",
                    "stage")}
-QUIET = ["--quiet", "--set", "strategy.params.bar_spec=\"20t\"", "--set", "replay.progress=false",
-         "--set", "log.level=\"warning\""]
+QUIET = ["--quiet", "--set", "strategy.name=\"ema_cross\"", "--set", "strategy.params.bar_spec=\"20t\"",
+         "--set", "replay.progress=false", "--set", "log.level=\"warning\""]
 SMALL_REPLAY = [*QUIET, "--set", "feed.synthetic.n_ticks=3000"]
 
 
