@@ -19,6 +19,8 @@ from himari.daemon.configbase import ConfigError
 from himari.daemon.statedir import StartupError
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+# the commands that run the daemon's kernels (train / evaluate load numba the default way)
+_DAEMON_COMMANDS = frozenset({"replay", "run", "paper", "check-config", "data", "sandbox"})
 
 
 def _parser(sandbox: bool = False, train: bool = False,
@@ -96,6 +98,10 @@ def _parser(sandbox: bool = False, train: bool = False,
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
     first = words[0] if words else ""
+    if first in _DAEMON_COMMANDS:  # start-up: numba loads without scipy (see daemon/startup.py)
+        from himari.daemon import startup
+
+        startup.install()
     parser = _parser(sandbox=first == "sandbox", train=first == "train",
                      evaluate=first == "evaluate")
     try:

@@ -21,8 +21,7 @@ import msgspec
 
 from himari.daemon.configbase import ConfigError, check_choice, check_range
 from himari.daemon.feeds.config import FeedConfig
-from himari.daemon.matrices.strategic import StrategicConfig
-from himari.daemon.matrices.tactical import TacticalConfig
+from himari.daemon.matrices.config import StrategicConfig, TacticalConfig
 from himari.daemon.risk.config import RiskConfig
 
 # A key whose name suggests a credential is refused wherever it appears (values never shown);

@@ -169,6 +169,20 @@ def prepare_out(out: Path, state_dir: Path | None = None) -> Path:
     return out
 
 
+def _event_loop_runner(cfg: Any) -> Any:
+    """uvloop for sessions that wait on sockets (paper, live, a remote venue); a replay against
+    the in-process simulated venue does no I/O in its loop (one `sleep(0)` per batch), so it keeps
+    asyncio's own loop and skips importing uvloop (start-up time)."""
+    if cfg.daemon.mode == "replay" and cfg.venue.name == "sim":
+        return asyncio.run
+    try:
+        import uvloop
+
+        return uvloop.run
+    except ImportError:  # uvloop is a dependency; this keeps odd platforms working
+        return asyncio.run
+
+
 def run_main(cfg: Any, data: list[str], out: Path,
              state_dir: Path | None = None) -> dict[str, Any] | None:
     # the in-process simulated exchange forgets everything with the process: settle against
@@ -179,13 +193,7 @@ def run_main(cfg: Any, data: list[str], out: Path,
                 if state_dir is not None else None)
     try:
         prepare_out(out, state_dir)
-        try:
-            import uvloop
-
-            runner = uvloop.run
-        except ImportError:  # uvloop is a dependency; this keeps odd platforms working
-            runner = asyncio.run
-        return runner(_main(cfg, data, out, prepared))
+        return _event_loop_runner(cfg)(_main(cfg, data, out, prepared))
     finally:
         if prepared is not None:
             prepared.release()

@@ -27,26 +27,8 @@ import math
 from collections import deque
 from typing import NamedTuple
 
-import msgspec
 
-from himari.daemon.configbase import check_range
-
-
-class FvgConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    lookback: int = 20
-    body_multiplier: float = 1.5
-    max_age: int = 50
-    max_gaps_per_side: int = 50
-    level_clip_pct: float = 2.0
-    age_decay: float = 10.0
-
-    def __post_init__(self) -> None:
-        check_range("fvg.lookback", self.lookback, 1, 10_000)
-        check_range("fvg.body_multiplier", self.body_multiplier, 0.0, 1e6, lo_open=True)
-        check_range("fvg.max_age", self.max_age, 1, 1_000_000)
-        check_range("fvg.max_gaps_per_side", self.max_gaps_per_side, 1, 100_000)
-        check_range("fvg.level_clip_pct", self.level_clip_pct, 0.0, 1e6, lo_open=True)
-        check_range("fvg.age_decay", self.age_decay, 0.0, 1e9, lo_open=True)
+from himari.daemon.matrices.config import FvgConfig
 
 
 class FvgOutput(NamedTuple):

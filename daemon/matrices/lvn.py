@@ -35,32 +35,12 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import msgspec
 import numba
 import numpy as np
 
-from himari.daemon.configbase import check_range
+from himari.daemon.matrices.config import ProfileConfig
 
 SD_FLOOR_BINS = 1e-9
-
-
-class ProfileConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    window: int = 48
-    bins: int = 24
-    lvn_max_frac_of_poc: float = 0.7
-    max_distance_pct: float = 2.0
-
-    def __post_init__(self) -> None:
-        check_range("strategic.profile.window", self.window, 1, 100_000)
-        check_range("strategic.profile.bins", self.bins, 3, 100_000)
-        check_range("strategic.profile.lvn_max_frac_of_poc", self.lvn_max_frac_of_poc, 0.0, 1.0,
-                    lo_open=True)
-        check_range("strategic.profile.max_distance_pct", self.max_distance_pct, 0.0, 1e6,
-                    lo_open=True)
-
-    @property
-    def valid_from(self) -> int:
-        return self.window - 1
 
 
 @numba.njit(cache=True)

@@ -37,41 +37,10 @@ import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
-import msgspec
 import numba
 import numpy as np
 
-from himari.daemon.configbase import check_range
-
-
-class MlmiConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    k: int = 200
-    trend: int = 20
-    ma_fast: int = 5
-    ma_slow: int = 20
-    rsi_fast: int = 5
-    rsi_slow: int = 20
-    signal_wma: int = 20
-    store_max: int = 10_000
-
-    def __post_init__(self) -> None:
-        check_range("strategic.mlmi.k", self.k, 1, 100_000)
-        check_range("strategic.mlmi.trend", self.trend, 1, 10_000)
-        check_range("strategic.mlmi.ma_fast", self.ma_fast, 1, 10_000)
-        check_range("strategic.mlmi.ma_slow", self.ma_slow, 1, 10_000)
-        check_range("strategic.mlmi.rsi_fast", self.rsi_fast, 1, 10_000)
-        check_range("strategic.mlmi.rsi_slow", self.rsi_slow, 1, 10_000)
-        check_range("strategic.mlmi.signal_wma", self.signal_wma, 1, 10_000)
-        check_range("strategic.mlmi.store_max", self.store_max, 1, 10_000_000)
-
-    @property
-    def value_valid_from(self) -> int:
-        """First bar whose query (p1, p2) is defined."""
-        return max(self.rsi_slow, self.rsi_fast) + self.trend - 1
-
-    @property
-    def signal_valid_from(self) -> int:
-        return self.value_valid_from + self.signal_wma
+from himari.daemon.matrices.config import MlmiConfig
 
 
 @numba.njit(cache=True)

@@ -36,12 +36,11 @@ from __future__ import annotations
 
 import math
 
-import msgspec
 import numba
 import numpy as np
 
-from himari.daemon.configbase import check_range
 from himari.daemon.matrices.mlmi import kth_smallest
+from himari.daemon.matrices.config import MmdConfig
 
 STD_FLOOR = 1e-8
 SCORE_MAX = math.sqrt(2.0)
@@ -53,19 +52,6 @@ _LN2_LO = 1.90821492927058770002e-10
 _SHIFT = 6755399441055744.0  # 1.5 * 2^52: adding it rounds to an integer kept in the low bits
 _C3, _C4, _C5, _C6, _C7, _C8, _C9, _C10, _C11, _C12, _C13 = (1.0 / math.factorial(k)
                                                             for k in range(3, 14))
-
-
-class MmdConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    test: int = 48
-    reference: int = 240
-
-    def __post_init__(self) -> None:
-        check_range("strategic.mmd.test", self.test, 2, 100_000)
-        check_range("strategic.mmd.reference", self.reference, 2, 100_000)
-
-    @property
-    def valid_from(self) -> int:
-        return self.test + self.reference
 
 
 # ---- reference kernels (any dimension)

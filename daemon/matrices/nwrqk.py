@@ -23,43 +23,10 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import msgspec
 import numba
 import numpy as np
 
-from himari.daemon.configbase import check_range
-
-
-class NwrqkConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    h: float = 8.0
-    r: float = 8.0
-    x0: int = 25
-    value_clip_pct: float = 5.0
-    slope_scale_pct: float = 0.1
-
-    def __post_init__(self) -> None:
-        check_range("strategic.nwrqk.h", self.h, 0.0, 1e6, lo_open=True)
-        check_range("strategic.nwrqk.r", self.r, 0.0, 1e6, lo_open=True)
-        check_range("strategic.nwrqk.x0", self.x0, 0, 100_000)
-        check_range("strategic.nwrqk.value_clip_pct", self.value_clip_pct, 0.0, 1e6, lo_open=True)
-        check_range("strategic.nwrqk.slope_scale_pct", self.slope_scale_pct, 0.0, 1e6, lo_open=True)
-
-    @property
-    def window(self) -> int:
-        """Closes in the estimate: i = 0 .. x0 + 1."""
-        return self.x0 + 2
-
-    @property
-    def value_valid_from(self) -> int:
-        return self.window - 1
-
-    @property
-    def slope_valid_from(self) -> int:
-        return self.window
-
-    @property
-    def change_valid_from(self) -> int:
-        return self.window + 1
+from himari.daemon.matrices.config import NwrqkConfig
 
 
 def rq_weights(h: float, r: float, n: int) -> np.ndarray:

@@ -58,25 +58,24 @@ from __future__ import annotations
 import math
 from collections import deque
 
-import msgspec
 import numba
 import numpy as np
 
-from himari.daemon.configbase import check_range
 from himari.daemon.events import Bar, FeatureMatrix
 from himari.daemon.ids import IdSource
 from himari.daemon.instruments import Instrument
 from himari.daemon.matrices import lvn, mlmi, mmd, nwrqk, volatility
-from himari.daemon.matrices.fvg import FvgConfig, FvgTracker
-from himari.daemon.matrices.lvn import ProfileConfig, VolumeProfileState
-from himari.daemon.matrices.mlmi import MlmiConfig, MlmiState
-from himari.daemon.matrices.mmd import MmdConfig, MmdState
-from himari.daemon.matrices.nwrqk import NwrqkConfig, NwrqkState
-from himari.daemon.matrices.volatility import VolatilityState, VolConfig
+from himari.daemon.matrices.fvg import FvgTracker
+from himari.daemon.matrices.lvn import VolumeProfileState
+from himari.daemon.matrices.mlmi import MlmiState
+from himari.daemon.matrices.mmd import MmdState
+from himari.daemon.matrices.nwrqk import NwrqkState
+from himari.daemon.matrices.volatility import VolatilityState
+from himari.daemon.matrices.config import (  # noqa: F401 (re-exported)
+    FVG_VALID_FROM, MomentumConfig, StrategicConfig)
 
 PERIOD_NS = 1800 * 1_000_000_000
 N_COLS = 13
-FVG_VALID_FROM = 2
 COLUMNS = ("mlmi_value", "mlmi_signal", "nwrqk_value", "nwrqk_slope", "lvn_distance",
            "lvn_strength", "fvg_bullish_active", "fvg_bearish_active", "momentum_20",
            "momentum_50", "mmd_score", "volatility_30", "volume_profile_skew")
@@ -88,46 +87,6 @@ CONTEXT_KEYS = ("close", "bar_index", "mlmi_value", "mlmi_signal", "nwrqk_y", "n
                 "nwrqk_change", "volatility_30", "volatility_30_pct", "volatility_30_valid",
                 "lvn_present", "lvn_price", "lvn_strength", "lvn_distance_pct")
 _CONTEXT_DEFAULT = {"volatility_30": 1.0}
-
-
-class MomentumConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    n_short: int = 20
-    scale_short_pct: float = 5.0
-    n_long: int = 50
-    scale_long_pct: float = 10.0
-
-    def __post_init__(self) -> None:
-        check_range("strategic.momentum.n_short", self.n_short, 1, 100_000)
-        check_range("strategic.momentum.scale_short_pct", self.scale_short_pct, 0.0, 1e6, lo_open=True)
-        check_range("strategic.momentum.n_long", self.n_long, 1, 100_000)
-        check_range("strategic.momentum.scale_long_pct", self.scale_long_pct, 0.0, 1e6, lo_open=True)
-
-
-class StrategicConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    rows: int = 48
-    mlmi: MlmiConfig = msgspec.field(default_factory=MlmiConfig)
-    nwrqk: NwrqkConfig = msgspec.field(default_factory=NwrqkConfig)
-    profile: ProfileConfig = msgspec.field(default_factory=ProfileConfig)
-    momentum: MomentumConfig = msgspec.field(default_factory=MomentumConfig)
-    mmd: MmdConfig = msgspec.field(default_factory=MmdConfig)
-    vol: VolConfig = msgspec.field(default_factory=VolConfig)
-    fvg: FvgConfig = msgspec.field(default_factory=FvgConfig)
-
-    def __post_init__(self) -> None:
-        check_range("strategic.rows", self.rows, 1, 100_000)
-
-    def valid_from(self) -> np.ndarray:
-        """First bar index at which each column is defined."""
-        p = self.profile.valid_from
-        return np.array([
-            self.mlmi.value_valid_from, self.mlmi.signal_valid_from,
-            self.nwrqk.value_valid_from, self.nwrqk.slope_valid_from, p, p,
-            FVG_VALID_FROM, FVG_VALID_FROM, self.momentum.n_short, self.momentum.n_long,
-            self.mmd.valid_from, self.vol.long, p], dtype=np.int64)
-
-    @property
-    def ready_from(self) -> int:
-        return int(self.valid_from().max()) + self.rows - 1
 
 
 def momentum_column(c_now: float, c_then: float, scale_pct: float) -> float:

@@ -36,14 +36,13 @@ from __future__ import annotations
 import math
 from collections import deque
 
-import msgspec
 import numpy as np
 
-from himari.daemon.configbase import check_range
 from himari.daemon.events import Bar, FeatureMatrix
 from himari.daemon.ids import IdSource
 from himari.daemon.instruments import Instrument
-from himari.daemon.matrices.fvg import FvgConfig, FvgOutput, FvgTracker
+from himari.daemon.matrices.fvg import FvgOutput, FvgTracker
+from himari.daemon.matrices.config import FvgConfig, TacticalConfig  # noqa: F401 (FvgConfig re-exported)
 
 N_COLS = 7
 ATR_PERIOD = 14
@@ -54,22 +53,6 @@ _LO = np.array([0.0, 0.0, -1.0, 0.0, 0.0, -1.0, 0.0])
 _HI = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
 _LO_F = tuple(float(x) for x in _LO)
 _HI_F = tuple(float(x) for x in _HI)
-
-
-class TacticalConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    momentum_n: int = 5
-    momentum_clip: float = 10.0
-    momentum_scale: float = 5.0
-    volume_ema: int = 20
-    rows: int = 60
-    fvg: FvgConfig = msgspec.field(default_factory=FvgConfig)
-
-    def __post_init__(self) -> None:
-        check_range("tactical.momentum_n", self.momentum_n, 1, 10_000)
-        check_range("tactical.momentum_clip", self.momentum_clip, 0.0, 1e6, lo_open=True)
-        check_range("tactical.momentum_scale", self.momentum_scale, 0.0, 1e6, lo_open=True)
-        check_range("tactical.volume_ema", self.volume_ema, 1, 10_000)
-        check_range("tactical.rows", self.rows, 1, 100_000)
 
 
 def volume_column(rho: float) -> float:

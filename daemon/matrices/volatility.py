@@ -19,22 +19,10 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import msgspec
 import numba
 import numpy as np
 
-from himari.daemon.configbase import ConfigError, check_range
-
-
-class VolConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    short: int = 30
-    long: int = 240
-
-    def __post_init__(self) -> None:
-        check_range("strategic.vol.short", self.short, 2, 100_000)
-        check_range("strategic.vol.long", self.long, 2, 100_000)
-        if self.long < self.short:
-            raise ConfigError("strategic.vol.long", self.long, f">= strategic.vol.short ({self.short})")
+from himari.daemon.matrices.config import VolConfig
 
 
 @numba.njit(cache=True)
