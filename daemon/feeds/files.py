@@ -56,6 +56,7 @@ from himari.daemon.instruments import Instrument
 __all__ = ["FeedError", "FileFeed", "bars_to_ticks", "open_file_feed"]
 BLOCK_BYTES = 1 << 22  # CSV bytes per block of a streamed read (~100k ticks)
 BLOCK_ROWS = 1 << 17  # Parquet rows per block
+STREAM_ABOVE = 64 << 20  # files larger than this are streamed (smaller ones are read at once)
 PRICE_ROLES = {"trades": ("price",), "quotes": ("bid", "ask"),
                "bars": ("open", "high", "low", "close")}
 
@@ -474,14 +475,16 @@ def describe_text(raw: RawTable, cfg: FeedConfig, stats: FeedStats, n_ticks: int
 def open_file_feed(path: str | Path, cfg: FeedConfig, instrument_id: str,
                    tick_size: Decimal | None = None, lot_size: Decimal | None = None, *,
                    block_bytes: int | None = None, sink: Any = None) -> FileFeed:
-    """Open a data file. Trades and quotes are read in blocks of `block_bytes` (BLOCK_BYTES when
-    None; 0 reads the whole file at once) and never held whole (feeds/blocks.py); bars, a file
-    that needs the slow path, and "sort" of an unsorted file are read whole. `sink` (the catalog
-    writer) receives the parsed blocks of a streamed read."""
+    """Open a data file. Trades and quotes are read in blocks of `block_bytes` and never held
+    whole (feeds/blocks.py); 0 reads the whole file at once, None (the default) streams files
+    over STREAM_ABOVE bytes in blocks of BLOCK_BYTES and reads smaller ones whole (fastest, and
+    small). Bars and "sort" of an unsorted file are read whole. `sink` (the catalog writer)
+    receives the parsed blocks of a streamed read."""
     p = Path(path)
     if not p.is_file():
         raise FeedError(f"feed file not found: {p}")
-    block_bytes = BLOCK_BYTES if block_bytes is None else block_bytes
+    if block_bytes is None:
+        block_bytes = BLOCK_BYTES if p.stat().st_size > STREAM_ABOVE else 0
     if block_bytes > 0:
         from himari.daemon.feeds.blocks import open_streaming
 

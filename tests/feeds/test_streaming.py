@@ -90,6 +90,13 @@ def test_trades_streamed_at_any_block_size_equal_the_whole_read(tmp_path, block)
     assert whole.stats.side_unknown > 0 and whole.stats.side_codes_unknown == ["X"]
 
 
+def test_small_files_are_read_whole_and_large_ones_streamed(tmp_path, monkeypatch):
+    p = write_trades(tmp_path / "t.csv", 2000)
+    assert not open_file_feed(p, CFG, "X").streamed
+    monkeypatch.setattr(files, "STREAM_ABOVE", p.stat().st_size - 1)
+    assert open_file_feed(p, CFG, "X").streamed
+
+
 def test_a_first_block_on_a_coarser_grid_is_moved_to_the_file_grid(tmp_path):
     # the first blocks only hold multiples of 0.5, later ones of 0.25: early ticks are rescaled
     p = tmp_path / "g.csv"
@@ -215,7 +222,8 @@ def test_replay_with_tiny_blocks_gives_byte_identical_fills(tmp_path, monkeypatc
     data = write_trades(tmp_path / "r.csv", 20_000, flat_head=500, bad_every=1999,
                         late_every=2503)
     no_cat = ("--set", "feed.catalog=false")
-    monkeypatch.setattr(files, "BLOCK_BYTES", 0)
+    monkeypatch.setattr(files, "STREAM_ABOVE", 0)
+    monkeypatch.setattr(files, "BLOCK_BYTES", 0)  # the whole-file read
     fills_whole, rep_whole = _replay(tmp_path, data, "whole", *no_cat)
     monkeypatch.setattr(files, "BLOCK_BYTES", 4096)
     fills_tiny, rep_tiny = _replay(tmp_path, data, "tiny", *no_cat)
