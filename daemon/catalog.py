@@ -134,7 +134,9 @@ def _parquet_batches(pq_path: Path, instrument_id: str, kind: TickKind) -> Itera
 
     pf = pq.ParquetFile(pq_path)
     for rb in pf.iter_batches(batch_size=BLOCK_ROWS):
-        col = {name: rb.column(i).to_numpy() for i, name in enumerate(rb.schema.names)}
+        # writable copies: a read-only array is another Numba type (the kernels would compile again)
+        col = {name: rb.column(i).to_numpy(zero_copy_only=False, writable=True)
+               for i, name in enumerate(rb.schema.names)}
         if kind == TickKind.TRADES:
             yield TickBatch.from_trades(instrument_id, col["ts_ns"], col["price"], col["size"],
                                         col["side"])

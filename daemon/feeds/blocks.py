@@ -32,9 +32,9 @@ import numpy as np
 from himari.daemon.events import TickBatch, TickKind
 from himari.daemon.feeds.base import FeedStats
 from himari.daemon.feeds.config import FeedConfig
-from himari.daemon.feeds.files import (BLOCK_ROWS, FeedError, FileFeed, NeedSort, convert,
-                                       describe_text, nothing_usable, order_rows, tick_batch,
-                                       unknown_codes)
+from himari.daemon.feeds.files import (BLOCK_ROWS, FeedError, FileFeed, describe_text,
+                                       nothing_usable)
+from himari.daemon.feeds.rows import NeedSort, convert, order_rows, tick_batch, unknown_codes
 from himari.daemon.feeds.tables import (NeedWhole, RawTable, csv_blocks, is_parquet,
                                         parquet_blocks, plan_csv, plan_parquet)
 from himari.daemon.feeds.values import decimal_gcd
