@@ -212,9 +212,11 @@ def open_streaming(path: Path, cfg: FeedConfig, instrument_id: str, tick_size: D
         try:
             scan = _scan(raws, cfg, instrument_id, tick_size, lot_size, sink)
             break
-        except (NeedWhole, NeedSort) as exc:
+        except (NeedWhole, NeedSort, FeedError) as exc:
             if sink is not None:
-                sink.abort()
+                sink.abort()  # nothing half-written stays in the catalog
+            if isinstance(exc, FeedError):
+                raise
             if isinstance(exc, NeedSort):
                 return None
     else:

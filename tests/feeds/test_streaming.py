@@ -97,7 +97,7 @@ def test_small_files_are_read_whole_and_large_ones_streamed(tmp_path, monkeypatc
     assert open_file_feed(p, CFG, "X").streamed
 
 
-def test_a_first_block_on_a_coarser_grid_is_moved_to_the_file_grid(tmp_path):
+def test_a_first_block_on_a_coarser_grid_is_moved_to_the_file_grid(tmp_path, monkeypatch):
     # the first blocks only hold multiples of 0.5, later ones of 0.25: early ticks are rescaled
     p = tmp_path / "g.csv"
     rows = ["ts_ns,price,size"] + [f"{1_000 + i},{100 + (i % 4) * 0.5:.2f},1" for i in range(3000)]
@@ -108,8 +108,12 @@ def test_a_first_block_on_a_coarser_grid_is_moved_to_the_file_grid(tmp_path):
     assert_same(streamed, whole)
     assert (whole.instrument.tick_size, whole.instrument.lot_size) == (Decimal("0.25"), Decimal("0.01"))
     assert len(streamed.grid_runs) > 1  # the blocks really were on different grids
+    monkeypatch.setattr(files, "STREAM_ABOVE", 0)
+    monkeypatch.setattr(files, "BLOCK_BYTES", 4096)
     stored = catalog.open_cached(p, CFG, "X")
-    assert stored.catalog == "stored"
+    assert stored.catalog == "stored" and stored.streamed
+    man = json.loads((catalog.catalog_dir(CFG) / (catalog.entry_id(p) + ".json")).read_text())
+    assert len(man["grid_runs"]) > 1 and man["ticks"] == whole.expected_ticks
     assert_same(stored, whole)
     read = catalog.open_cached(p, CFG, "X")
     assert read.catalog == "read"
@@ -129,7 +133,8 @@ def test_given_tick_refuses_the_same_rows_streamed(tmp_path):
     assert_same(streamed, whole)
 
 
-def test_unsorted_file_under_sort_is_read_whole_and_fail_names_the_same_line(tmp_path):
+def test_unsorted_file_under_sort_is_read_whole_and_fail_names_the_same_line(tmp_path,
+                                                                              monkeypatch):
     p = write_trades(tmp_path / "t.csv", 3000, late_every=701)
     sort = msgspec.structs.replace(CFG, out_of_order="sort")
     feed = open_file_feed(p, sort, "X", block_bytes=2048)
@@ -142,6 +147,13 @@ def test_unsorted_file_under_sort_is_read_whole_and_fail_names_the_same_line(tmp
         open_file_feed(p, fail, "X", block_bytes=2048)
     assert str(streamed_err.value) == str(whole_err.value)
     assert "line 702" in str(whole_err.value)
+    monkeypatch.setattr(files, "STREAM_ABOVE", 0)
+    monkeypatch.setattr(files, "BLOCK_BYTES", 2048)
+    monkeypatch.setenv("HIMARI_CATALOG_DIR", str(tmp_path / "catalog"))
+    with pytest.raises(FeedError):  # through the catalog: nothing half-written is left
+        catalog.open_cached(p, fail, "X")
+    root = catalog.catalog_dir(fail)
+    assert not (root.is_dir() and list(root.iterdir()))
 
 
 def test_every_row_malformed_is_the_same_error_streamed(tmp_path):
