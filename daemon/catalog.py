@@ -128,11 +128,10 @@ def lookup(path: Path, cfg: FeedConfig, tick: Decimal | None,
 
 def _parquet_batches(pq_path: Path, instrument_id: str, kind: TickKind) -> Iterator[TickBatch]:
     """The stored ticks by record batches (row group after row group), never the whole file."""
-    import pyarrow.parquet as pq
-
     from himari.daemon.feeds.files import BLOCK_ROWS
+    from himari.daemon.feeds.tables import open_parquet_stream
 
-    pf = pq.ParquetFile(pq_path)
+    pf = open_parquet_stream(pq_path)
     for rb in pf.iter_batches(batch_size=BLOCK_ROWS):
         # writable copies: a read-only array is another Numba type (the kernels would compile again)
         col = {name: rb.column(i).to_numpy(zero_copy_only=False, writable=True)

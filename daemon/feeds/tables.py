@@ -506,11 +506,18 @@ def parquet_blocks(path: Path, cfg: FeedConfig, block_rows: int) -> Iterator[Raw
     """The Parquet file in record batches of at most `block_rows` rows (row groups are read one
     at a time), rows numbered from 1 as in `_read_parquet`."""
     pf, raw, used = plan_parquet(path, cfg)
+    pf = open_parquet_stream(path)
     row = 1
     for batch in pf.iter_batches(batch_size=block_rows,
                                  columns=sorted({raw.columns[j] for j in used.values()})):
         yield _parquet_part(raw, used, batch, row)
         row += batch.num_rows
+
+
+def open_parquet_stream(path: Path) -> pq.ParquetFile:
+    """A Parquet file for reading batch by batch: no pre-buffering (it would read every row
+    group at once) and buffered page reads, so memory holds about a batch, not the file."""
+    return pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
 
 
 def table_kind(path: Path, cfg: FeedConfig) -> str:
