@@ -72,7 +72,7 @@ class MatricesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 
 
 class StrategySection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    name: str = "ema_cross"  # see daemon/plugins.py
+    name: str = "ensemble"  # see daemon/plugins.py
     params: dict[str, Any] = {}  # decoded by the strategy's own config Struct
 
 

@@ -177,6 +177,9 @@ class Decision(Event, frozen=True, kw_only=True):
     target_position: int
     confidence: float = 1.0
     reason: str = ""
+    # Optional explanation (the ensemble's per-agent breakdown, disagreement, scale); the decision
+    # record writes its keys at the top level and nothing when it is empty.
+    details: dict[str, Any] = {}
 
 
 class OrderIntent(Event, frozen=True, kw_only=True):

@@ -33,7 +33,9 @@ log = structlog.get_logger("himari.paper")
 KEY_ENV, SECRET_ENV = "APCA_API_KEY_ID", "APCA_API_SECRET_KEY"
 READY_TIMEOUT_S = 60.0
 # Without --config: the sandbox's market at 20x and 20-tick bars, so a minute trades.
-DEMO_OVERRIDES = ["live.speed=20", 'strategy.params.bar_spec="20t"']
+# The one-minute demo trades the EMA cross on 20-tick bars: the ensemble decides on 5-minute bars
+# once a day's worth of 30-minute matrices is ready, which a 60-second session never reaches.
+DEMO_OVERRIDES = ["live.speed=20", 'strategy.name="ema_cross"', 'strategy.params.bar_spec="20t"']
 
 
 @dataclass

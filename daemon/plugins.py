@@ -18,7 +18,8 @@ from typing import Any
 from himari.daemon.configbase import ConfigError
 
 STRATEGIES = {"ema_cross": "himari.strategies.ema_cross",
-              "buy_hold": "himari.strategies.buy_hold"}
+              "buy_hold": "himari.strategies.buy_hold",
+              "ensemble": "himari.strategies.ensemble"}
 VENUES = {"sim": "himari.brokers.sim.plugin", "alpaca": "himari.brokers.alpaca.plugin"}
 SYNERGY = "himari.strategies.synergy"
 SANDBOX_CLI = "himari.brokers.sandbox.cli"  # `himari sandbox`: the local broker sandbox

@@ -35,6 +35,23 @@ RECORDED = (Decision, OrderIntent, RiskVerdict, OrderSubmitted, OrderAccepted, O
             ExecutionDiscrepancy)
 
 
+_DECISION_ENCODER = msgspec.json.Encoder()
+_EMPTY_TAIL = b',"details":{}}\n'
+
+
+def decision_line(ev: Decision) -> bytes:
+    """A Decision's record: its fields as before, then its `details` keys at the top level (the
+    ensemble's `agents` list, `disagreement`, `scale`, ...); no `details` key when it is empty."""
+    if not ev.details:
+        line = typed_line(ev)  # details is the last field: drop its empty tail
+        return line[:-len(_EMPTY_TAIL)] + b"}\n" if line.endswith(_EMPTY_TAIL) else line
+    record = msgspec.structs.asdict(ev)
+    details = record.pop("details")
+    for key, value in details.items():
+        record.setdefault(key, value)  # a detail never overwrites a Decision field
+    return b'{"type":"Decision",' + _DECISION_ENCODER.encode(record)[1:] + b"\n"
+
+
 class DecisionRecorder:
     def __init__(self, bus: Bus, path: Path, maxsize: int = 100_000) -> None:
         self.path = path
@@ -58,7 +75,7 @@ class DecisionRecorder:
     def _write(self, ev: msgspec.Struct) -> None:
         """Write one record; a failure is logged and counted, never raised into the session."""
         try:
-            self._fh.write(typed_line(ev))
+            self._fh.write(decision_line(ev) if type(ev) is Decision else typed_line(ev))
             self.written += 1
             log.debug(type(ev).__name__,
                       **{k: getattr(ev, k) for k in _ID_FIELDS if hasattr(ev, k)})

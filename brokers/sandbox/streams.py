@@ -64,10 +64,16 @@ class _Client:
             delay = delay_ms()
             if delay:
                 await asyncio.sleep(delay / 1000)  # the delay_ms fault
-            if self.binary:
-                await self.ws.send_bytes(data)
-            else:
-                await self.ws.send_str(data.decode())
+            try:
+                if self.binary:
+                    await self.ws.send_bytes(data)
+                else:
+                    await self.ws.send_str(data.decode())
+            except ConnectionResetError:
+                # The client went away (or the drop_ws fault closed it) between the queue and
+                # the write: what was not sent is what a real broker loses with a dropped socket;
+                # the client reconciles over REST when it reconnects. The reader ends the handler.
+                return
 
 
 async def _serve(ws: web.WebSocketResponse, client: _Client, clients: set[_Client],

@@ -58,7 +58,10 @@ def build_report(session: "Session", files: dict[str, str], *, startup_seconds: 
                      "instances": [s.strategy_id for s in session.strategies],
                      "decisions": sum(s.decisions for s in session.strategies),
                      "intents": sum(s.intents for s in session.strategies),
-                     "refused_by_risk": sum(s.refused for s in session.strategies)},
+                     "refused_by_risk": sum(s.refused for s in session.strategies),
+                     # a strategy's own figures (the ensemble: agents used, guard counters)
+                     **({"details": [s.report() for s in session.strategies]}
+                        if hasattr(session.strategies[0], "report") else {})},
         "ticks": ticks,
         "batches": session.loop.batches,
         "bars": sum(bar_counts.values()),
