@@ -13,6 +13,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from himari.daemon import catalog
@@ -219,7 +220,7 @@ def test_a_streamed_read_holds_a_block_not_the_file(tmp_path):
 def _replay(tmp_path: Path, data: Path, name: str, *extra: str) -> tuple[bytes, dict]:
     out = tmp_path / name
     code = main(["replay", str(data), "--out", str(out), *QUIET,
-                 "--set", "strategy.params.bar_spec=50t", "--set", "strategy.params.slow=8",
+                 "--set", 'strategy.name="ema_cross"', "--set", "strategy.params.bar_spec=50t", "--set", "strategy.params.slow=8",
                  "--set", "strategy.params.fast=3", *extra])
     assert code == 0
     rep = json.loads((out / "report.json").read_text())
@@ -254,3 +255,24 @@ def test_replay_with_tiny_blocks_gives_byte_identical_fills(tmp_path, monkeypatc
             assert rep.get(key) == rep_whole.get(key), key
         assert rep["inputs"][0]["description"] == rep_whole["inputs"][0]["description"]
     assert len(list(csv.DictReader(fills_whole.decode().splitlines()))) == rep_whole["fills"]
+
+
+def test_a_catalog_entry_is_read_a_row_group_at_a_time(tmp_path, monkeypatch):
+    """Arrow's peak while reading a stored entry stays at a few row groups, not the file (a
+    pre-buffered Parquet read holds every row group at once)."""
+    p = write_trades(tmp_path / "big.csv", 200_000, sides=("B", "S"))
+    monkeypatch.setenv("HIMARI_CATALOG_DIR", str(tmp_path / "catalog"))
+    monkeypatch.setattr(files, "STREAM_ABOVE", 0)
+    monkeypatch.setattr(files, "BLOCK_BYTES", 1 << 16)  # ~60 row groups
+    monkeypatch.setattr(files, "BLOCK_ROWS", 4096)
+    whole = open_file_feed(p, CFG, "X", block_bytes=0)
+    assert catalog.open_cached(p, CFG, "X").catalog == "stored"
+    feed = catalog.open_cached(p, CFG, "X")
+    assert feed.catalog == "read" and feed.streamed
+    pq_path = catalog.catalog_dir(CFG) / (catalog.entry_id(p) + ".parquet")
+    assert pq.ParquetFile(pq_path).num_row_groups > 20
+    base, peak = pa.total_allocated_bytes(), 0
+    for _ in feed.batches():
+        peak = max(peak, pa.total_allocated_bytes() - base)
+    assert peak < pq_path.stat().st_size / 4
+    assert_same(feed, whole)
