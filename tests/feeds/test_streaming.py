@@ -276,3 +276,34 @@ def test_a_catalog_entry_is_read_a_row_group_at_a_time(tmp_path, monkeypatch):
         peak = max(peak, pa.total_allocated_bytes() - base)
     assert peak < pq_path.stat().st_size / 4
     assert_same(feed, whole)
+
+
+@pytest.mark.parametrize("policy", ["drop", "sort"])
+def test_several_overlapping_files_on_different_grids_stream_as_read_whole(tmp_path, monkeypatch,
+                                                                           policy):
+    from himari.daemon.config import parse_config
+    from himari.daemon.sources import open_source
+
+    # a: 0.5 grid, whole lots; b: 0.25 grid, 0.1 lots, starting inside a (overlap)
+    a = tmp_path / "a.csv"
+    a.write_text("ts_ns,price,size\n" + "".join(f"{1_000_000 + 10 * i},{100 + (i % 6) * 0.5},"
+                                                f"{1 + i % 3}\n" for i in range(3000)))
+    b = tmp_path / "b.csv"
+    b.write_text("ts_ns,price,size\n" + "".join(f"{1_025_000 + 10 * i},{101 + (i % 7) * 0.25},"
+                                                f"{0.1 * (1 + i % 4):.1f}\n" for i in range(3000)))
+    cfg = parse_config(f'[feed]\nout_of_order = "{policy}"\ncatalog = false\n')
+
+    def run(block: int):
+        monkeypatch.setattr(files, "STREAM_ABOVE", 0)
+        monkeypatch.setattr(files, "BLOCK_BYTES", block)
+        src = open_source(cfg, [str(b), str(a)])  # given out of order
+        ticks = [np.concatenate([getattr(x, f) for x in src.batches()]) for f in ("ts_ns", "price", "size")]
+        return src, ticks
+
+    (whole_src, whole), (streamed_src, streamed) = run(0), run(2048)
+    assert all(np.array_equal(x, y) for x, y in zip(whole, streamed))
+    assert whole_src.describe() == streamed_src.describe()
+    assert whole_src.instrument.tick_size == Decimal("0.25")
+    assert whole_src.instrument.lot_size == Decimal("0.1")
+    assert np.all(np.diff(whole[0]) >= 0)
+    assert streamed_src.inputs[0].feeds[0].streamed
