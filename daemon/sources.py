@@ -283,7 +283,7 @@ def order_files(feeds: list[Any], labels: list[str], policy: str) -> tuple[list[
     for k in order[1:]:
         if feeds[k].first_ts < latest:
             feeds[k].drop_before(latest)
-        if len(feeds[k].ticks):
+        if feeds[k].expected_ticks:
             latest = max(latest, feeds[k].last_ts)
     return order, False
 

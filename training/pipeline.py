@@ -25,9 +25,9 @@ def open_feed(spec: SourceSpec, cfg: Any) -> Any:
         from himari.daemon.feeds.synthetic import SyntheticFeed
 
         return SyntheticFeed(cfg.feed, spec.instrument_id or "SYN")
-    from himari.daemon.feeds.files import open_file_feed
+    from himari.daemon.catalog import open_cached  # the replay's path: streamed, cataloged
 
-    return open_file_feed(spec.path, cfg.feed, spec.instrument_id or Path(spec.path).stem)
+    return open_cached(spec.path, cfg.feed, spec.instrument_id or Path(spec.path).stem)
 
 
 class _Recorder:

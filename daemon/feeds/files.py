@@ -1,7 +1,10 @@
 """Replay a recorded data file (trades, quotes or bars; CSV or Parquet) as `TickBatch`es.
 
-`open_file_feed` reads the whole file (tables.py), converts every column with vectorized numpy,
-validates, and keeps one big TickBatch that `batches()` slices (views, no copies).
+`open_file_feed` converts every column with vectorized numpy (rows.py) and validates. A file over
+STREAM_ABOVE bytes (trades or quotes) is streamed (blocks.py): read in blocks of BLOCK_BYTES, never
+held whole, with exactly the ticks, grid, statistics and description of a whole read. A smaller
+file, bars, or an unsorted file under out_of_order = "sort" is read whole (tables.py) into one
+TickBatch that `batches()` slices (views, no copies).
 
 Malformed rows are counted and skipped with their line numbers (first 100 kept with a reason):
 unparseable or missing field, a field-count mismatch, non-finite or non-positive price, negative or
@@ -32,31 +35,37 @@ is `bar_seconds` or the median positive step between bar times. Synthesized tick
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import msgspec
-from pathlib import Path
-
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from himari.daemon.events import TickBatch
-from himari.daemon.feeds.base import MAX_MALFORMED_KEPT, FeedError, FeedStats, plural
+from himari.daemon.feeds.base import FeedError, FeedStats, plural
 from himari.daemon.feeds.config import FeedConfig
-from himari.daemon.feeds.tables import RawTable, norm, read_table
+from himari.daemon.feeds.rows import convert, order_rows, tick_batch, unknown_codes
+from himari.daemon.feeds.tables import RawTable, read_table
+from himari.daemon.instruments import Instrument
 
 __all__ = ["FeedError", "FileFeed", "bars_to_ticks", "open_file_feed"]
-from himari.daemon.feeds.timeparse import parse_timestamps
-from himari.daemon.feeds.values import infer_step, infer_tick, to_float, to_grid, to_side
-from himari.daemon.instruments import Instrument
+BLOCK_BYTES = 1 << 22  # CSV bytes per block of a streamed read (~100k ticks)
+BLOCK_ROWS = 1 << 17  # Parquet rows per block
+STREAM_ABOVE = 64 << 20  # files larger than this are streamed (smaller ones are read at once)
 
 
 class FileFeed:
+    """One file's ticks, replayed in batches of `batch_size`. The ticks are held whole (`ticks`:
+    bars, a file read at once) or re-read block by block on each `batches()` (`blocks`: a
+    streamed file; `count`, `first_ts` and `last_ts` then come from the opening pass)."""
+
     def __init__(self, *, path: str, instrument: Instrument, kind: str, describe: str,
-                 ticks: TickBatch, stats: FeedStats, batch_size: int, bar_seconds: float | None,
-                 roles: dict[str, str] | None = None) -> None:
+                 ticks: TickBatch | None, stats: FeedStats, batch_size: int,
+                 bar_seconds: float | None, roles: dict[str, str] | None = None,
+                 blocks: Callable[[], Iterator[TickBatch]] | None = None,
+                 span: tuple[int, int, int] = (0, 0, 0)) -> None:
         self.path = path
         self.roles = roles or {}  # role -> the file's column it was read from
         self.catalog = ""  # "", "stored" or "read" (daemon/catalog.py)
@@ -66,23 +75,43 @@ class FileFeed:
         self.stats = stats
         self.bar_seconds = bar_seconds
         self._ticks = ticks
+        self._blocks = blocks
+        if ticks is not None:
+            n = len(ticks)
+            span = (n, int(ticks.ts_ns[0]) if n else 0, int(ticks.ts_ns[-1]) if n else 0)
+        self._count, self._first, self._last = span
+        self._scale = (1, 1)  # price, size multipliers of a regrid
+        self._cut: int | None = None  # drop_before's time (streamed feeds drop as they read)
         self._batch_size = batch_size
 
     @property
+    def streamed(self) -> bool:
+        return self._ticks is None
+
+    @property
     def expected_ticks(self) -> int:
-        return len(self._ticks)
+        return self._count
 
     @property
     def first_ts(self) -> int:
-        return int(self._ticks.ts_ns[0]) if len(self._ticks) else 0
+        return self._first
 
     @property
     def last_ts(self) -> int:  # rows are in time order once read (out_of_order drop/sort/fail)
-        return int(self._ticks.ts_ns[-1]) if len(self._ticks) else 0
+        return self._last
 
     @property
     def ticks(self) -> TickBatch:
-        return self._ticks
+        """Every tick at once (tests, small files): a streamed feed is read whole for it."""
+        if self._ticks is not None:
+            return self._ticks
+        parts = list(self._read())
+        if not parts:
+            return TickBatch.from_trades(self.instrument.id, *(np.zeros(0, np.int64),) * 3)
+        t0 = parts[0]
+        return msgspec.structs.replace(t0, **{f: np.concatenate([getattr(b, f) for b in parts])
+                                              for f in ("ts_ns", "price", "size", "side", "bid",
+                                                        "ask")})
 
     def regrid(self, tick: Decimal, lot: Decimal) -> None:
         """Move to a finer common grid of several files (each of `tick`, `lot` divides this
@@ -94,11 +123,11 @@ class FileFeed:
         if kt != kt.to_integral_value() or kl != kl.to_integral_value():
             raise FeedError(f"{Path(self.path).name}: tick {inst.tick_size} / lot {inst.lot_size} "
                             f"is not a multiple of the common grid {tick} / {lot}")
-        t, a, b = self._ticks, int(kt), int(kl)
-        self._ticks = msgspec.structs.replace(
-            t, price=t.price * a, size=t.size * b, bid=t.bid * a,
-            ask=t.ask * a) if t.bid is not t.price else TickBatch.from_trades(
-            t.instrument_id, t.ts_ns, t.price * a, t.size * b, t.side)
+        a, b = int(kt), int(kl)
+        if self._ticks is not None:
+            self._ticks = _scaled(self._ticks, a, b)
+        else:
+            self._scale = (self._scale[0] * a, self._scale[1] * b)
         self.describe = self.describe.replace(
             f"tick size {inst.tick_size}, lot size {inst.lot_size}",
             f"tick size {tick}, lot size {lot} (the grid common to the instrument's files; "
@@ -108,122 +137,57 @@ class FileFeed:
     def drop_before(self, t_ns: int) -> int:
         """Drop the ticks older than `t_ns` (an earlier file's last tick; for bars also at it),
         counted as out of order; returns how many."""
-        ts = self._ticks.ts_ns
-        cut = int(np.searchsorted(ts, t_ns, side="right" if self.bar_seconds else "left"))
-        if cut:
+        side = "right" if self.bar_seconds else "left"
+        if self._ticks is not None:
+            cut = int(np.searchsorted(self._ticks.ts_ns, t_ns, side=side))
             self._ticks = self._ticks.slice(cut, len(self._ticks))
+        else:  # the rows are in time order: count the leading ones, reading only that far
+            cut = 0
+            for batch in self._read():
+                k = int(np.searchsorted(batch.ts_ns, t_ns, side=side))
+                cut += k
+                if k < len(batch):
+                    break
+            self._cut = t_ns
+        if cut:
+            self._count -= cut
+            if self._count == 0:
+                self._first = self._last = 0
             self.stats.out_of_order += cut
-            self.stats.ticks = len(self._ticks)
+            self.stats.ticks = self._count
             self.describe += (f"; {plural(cut, 'tick')} older than the previous file's last tick "
                               "dropped")
         return cut
 
+    def _read(self) -> Iterator[TickBatch]:
+        if self._ticks is not None:
+            yield self._ticks
+            return
+        assert self._blocks is not None
+        a, b = self._scale
+        side = "right" if self.bar_seconds else "left"
+        cut = self._cut
+        for block in self._blocks():
+            if cut is not None:
+                k = int(np.searchsorted(block.ts_ns, cut, side=side))
+                if k >= len(block):
+                    continue
+                block, cut = block.slice(k, len(block)), None
+            yield _scaled(block, a, b) if (a, b) != (1, 1) else block
+
     def batches(self) -> Iterator[TickBatch]:
-        n, step = len(self._ticks), self._batch_size
-        for start in range(0, n, step):
-            yield self._ticks.slice(start, min(start + step, n))
+        step = self._batch_size
+        for block in self._read():
+            n = len(block)
+            for start in range(0, n, step):
+                yield block if n <= step else block.slice(start, min(start + step, n))
 
 
-class _Problems:
-    """Row checks in priority order; reasons are formatted only for the first 100 bad rows."""
-
-    def __init__(self, raw: RawTable) -> None:
-        self.raw = raw
-        self.bad = np.zeros(len(raw.lines), dtype=bool)
-        self._checks: list[tuple[np.ndarray, str, str | tuple[str, ...] | None]] = []
-
-    def add(self, mask: np.ndarray, reason: str, role: str | tuple[str, ...] | None = None) -> None:
-        self._checks.append((mask, reason, role))
-        self.bad |= mask
-
-    def _value(self, role: str | tuple[str, ...] | None, i: int) -> str:
-        if role is None:
-            return ""
-        if isinstance(role, tuple):
-            return ", ".join(f"{r}={self.raw.data[r][i].as_py()!r}" for r in role)
-        return repr(self.raw.data[role][i].as_py())
-
-    def record(self, stats: FeedStats) -> None:
-        found: list[tuple[int, str]] = []
-        for i in np.flatnonzero(self.bad)[:MAX_MALFORMED_KEPT].tolist():
-            for mask, reason, role in self._checks:
-                if mask[i]:
-                    found.append((int(self.raw.lines[i]), reason.format(v=self._value(role, i))))
-                    break
-        found += list(zip(self.raw.bad_lines.tolist(), self.raw.bad_reasons))
-        found.sort(key=lambda x: x[0])
-        lines = np.array([f[0] for f in found], dtype=np.int64)
-        stats.add_malformed(lines, [f[1] for f in found], self.raw.bad_count + int(self.bad.sum()))
-
-
-def _number_checks(probs: _Problems, role: str, *, price: bool) -> np.ndarray:
-    values, missing, unparseable = to_float(probs.raw.data[role])
-    probs.add(missing, f"missing {role}")
-    probs.add(unparseable, f"unparseable {role} {{v}}", role)
-    probs.add(~missing & ~unparseable & ~np.isfinite(values), f"non-finite {role} {{v}}", role)
-    with np.errstate(invalid="ignore"):
-        if price:
-            probs.add(values <= 0, f"non-positive {role} {{v}}", role)
-        else:
-            probs.add(values < 0, f"negative {role} {{v}}", role)
-    return values
-
-
-def _grid(probs: _Problems, values: dict[str, np.ndarray], step: Decimal | None,
-          what: str, stats: FeedStats) -> tuple[dict[str, np.ndarray], Decimal]:
-    """Convert to int multiples of `step` (inferred from the good rows if None)."""
-    if not values:
-        return {}, step or Decimal(1)
-    good = ~probs.bad
-    exact = step is not None
-    if step is None:
-        infer = infer_tick if what == "tick" else infer_step
-        every = bool(good.all())
-        vals = list(values.values())
-        step, _ = infer(vals[0] if every and len(vals) == 1 else
-                        np.concatenate([v if every else v[good] for v in vals]))
-    out = {}
-    off_rows = np.zeros(len(good), dtype=bool)
-    for role, v in values.items():
-        ints, on_grid = to_grid(v, step)
-        off_rows |= good & ~on_grid & np.isfinite(v)
-        if what == "tick":
-            if exact:
-                probs.add(good & ~on_grid, f"{role} {{v}} is not a multiple of the tick size {step}", role)
-            probs.add(good & (ints <= 0), f"{role} {{v}} does not fit the tick size {step}", role)
-        out[role] = ints  # sizes are rounded to the nearest lot (counted), never rejected for it
-    if what == "tick":
-        stats.off_tick = int(off_rows.sum())
-    else:
-        stats.off_lot = int(off_rows.sum())
-    return out, step
-
-
-def _order(raw: RawTable, ts: np.ndarray, idx: np.ndarray, cfg: FeedConfig, strict: bool,
-           stats: FeedStats) -> np.ndarray:
-    """Apply the out-of-order policy to the good rows `idx`; returns the rows to keep, in order."""
-    if idx.size < 2:
-        return idx
-    t = ts[idx]
-    prev_max = np.maximum.accumulate(t)[:-1]
-    late = np.concatenate(([False], t[1:] <= prev_max if strict else t[1:] < prev_max))
-    n_late = int(late.sum())
-    if n_late == 0:
-        return idx
-    if cfg.out_of_order == "fail":
-        k = int(np.flatnonzero(late)[0])
-        line = int(raw.lines[idx[k]])
-        raise FeedError(f"{Path(raw.path).name}: line {line} (ts {np.datetime64(int(t[k]), 'ns')}) is "
-                        f"{'not after' if strict else 'older than'} an earlier row "
-                        "(feed.out_of_order = 'fail'; use 'drop' or 'sort')")
-    stats.out_of_order = n_late
-    if cfg.out_of_order == "drop":
-        return idx[~late]
-    idx = idx[np.argsort(t, kind="stable")]
-    if strict:  # sorted bars: a repeated bar time is still dropped
-        t = ts[idx]
-        idx = idx[np.concatenate(([True], t[1:] > t[:-1]))]
-    return idx
+def _scaled(t: TickBatch, a: int, b: int) -> TickBatch:
+    if t.bid is not t.price:
+        return msgspec.structs.replace(t, price=t.price * a, size=t.size * b, bid=t.bid * a,
+                                       ask=t.ask * a)
+    return TickBatch.from_trades(t.instrument_id, t.ts_ns, t.price * a, t.size * b, t.side)
 
 
 def bars_to_ticks(ts_open: np.ndarray, o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
@@ -247,7 +211,7 @@ def bars_to_ticks(ts_open: np.ndarray, o: np.ndarray, h: np.ndarray, lo: np.ndar
     return ts, px, sz
 
 
-def _nothing_usable(name: str, raw: RawTable, stats: FeedStats) -> str:
+def nothing_usable(name: str, raw: RawTable, stats: FeedStats) -> str:
     if stats.rows == 0:
         return (f"{name}: no data rows" + (" (a header only)" if raw.header else "") +
                 "; nothing to replay")
@@ -263,104 +227,27 @@ def _period_text(seconds: float) -> str:
     return f"{seconds:g}-second"
 
 
-def open_file_feed(path: str | Path, cfg: FeedConfig, instrument_id: str,
-                   tick_size: Decimal | None = None, lot_size: Decimal | None = None) -> FileFeed:
-    p = Path(path)
-    if not p.is_file():
-        raise FeedError(f"feed file not found: {p}")
-    raw = read_table(p, cfg)
-    stats = FeedStats(rows=len(raw.lines) + raw.bad_count, blank=raw.blank)
-    probs = _Problems(raw)
-    try:
-        ts, ts_bad = parse_timestamps(raw.data["ts"], cfg.ts_unit, cfg.ts_format, cfg.timezone)
-    except ValueError as exc:
-        raise FeedError(f"{p.name}: {exc}") from exc
-    ts_missing = raw.data["ts"].is_null().to_numpy(zero_copy_only=False)
-    probs.add(ts_missing, "missing timestamp")
-    probs.add(ts_bad & ~ts_missing, "unparseable timestamp {v}", "ts")
-
-    price_roles = {"trades": ("price",), "quotes": ("bid", "ask"),
-                   "bars": ("open", "high", "low", "close")}[raw.kind]
-    size_roles = [r for r in ("size", "volume", "bid_size", "ask_size") if r in raw.data]
-    prices = {r: _number_checks(probs, r, price=True) for r in price_roles}
-    sizes = {r: _number_checks(probs, r, price=False) for r in size_roles}
-    side = None
-    if "side" in raw.data:
-        col = raw.roles["side"]
-        maker = (cfg.side_semantics == "buyer_maker" or
-                 (cfg.side_semantics == "auto" and "maker" in norm(col)))
-        side, side_unknown = to_side(raw.data["side"], maker, cfg.side_codes)
-    ticks, tick = _grid(probs, prices, tick_size, "tick", stats)
-    lots, lot = _grid(probs, sizes, lot_size, "lot", stats)
-    if raw.kind == "quotes":
-        probs.add(~probs.bad & (ticks["bid"] > ticks["ask"]), "bid > ask: {v}", ("bid", "ask"))
-    if raw.kind == "bars":
-        o, h, lo, c = (ticks[r] for r in price_roles)
-        good = ~probs.bad
-        probs.add(good & (lo > np.minimum(o, c)), "bar low > min(open, close): {v}", price_roles)
-        probs.add(good & (h < np.maximum(o, c)), "bar high < max(open, close): {v}", price_roles)
-    probs.record(stats)
-
-    name = p.name
-    good = np.flatnonzero(~probs.bad)
-    if good.size == 0:
-        raise FeedError(_nothing_usable(name, raw, stats))
-    keep = _order(raw, ts, good, cfg, raw.kind == "bars", stats)
-    n_rows = len(ts)
-    whole = keep.size == n_rows and (n_rows < 2 or bool(np.all(keep[1:] > keep[:-1])))
-
-    def pick(a: np.ndarray) -> np.ndarray:  # every row kept in order (the usual case): no copy
-        return a if whole else a[keep]
-
-    if side is not None:
-        unknown_kept = pick(side_unknown)
-        stats.side_unknown = int(unknown_kept.sum())
-        if stats.side_unknown:
-            codes = pa.array(raw.data["side"]).take(pa.array(keep[unknown_kept]))
-            if pa.types.is_dictionary(codes.type):
-                codes = codes.dictionary_decode()
-            stats.side_codes_unknown = [str(c) for c in pc.unique(codes.slice(0, 100_000))
-                                        .to_pylist()[:10]]
-    bar_seconds = None
+def describe_text(raw: RawTable, cfg: FeedConfig, stats: FeedStats, n_ticks: int, tick: Decimal,
+                  lot: Decimal, bar_seconds: float | None) -> str:
+    name = Path(raw.path).name
     if raw.kind == "trades":
-        size = pick(lots["size"]) if "size" in lots else None
-        batch = TickBatch.from_trades(instrument_id, pick(ts), pick(ticks["price"]),
-                                      size if size is not None else np.zeros(keep.size, np.int64),
-                                      pick(side) if side is not None else None)
-        side_text = (f"aggressor side from '{raw.roles['side']}'" if side is not None
+        side_text = (f"aggressor side from '{raw.roles['side']}'" if "side" in raw.data
                      else "aggressor side unknown (0)")
-        text = (f"trade ticks from {name}: {plural(stats.rows, 'row')}, {plural(len(batch), 'tick')}; "
+        text = (f"trade ticks from {name}: {plural(stats.rows, 'row')}, {plural(n_ticks, 'tick')}; "
                 f"{side_text}")
     elif raw.kind == "quotes":
-        qs = [pick(lots[r]) for r in ("bid_size", "ask_size") if r in lots]
-        size = (np.minimum(*qs) if len(qs) == 2 else qs[0] if qs
-                else pick(lots["size"]) if "size" in lots else None)
-        batch = TickBatch.from_quotes(instrument_id, pick(ts), pick(ticks["bid"]), pick(ticks["ask"]), size)
+        nq = sum(r in raw.data for r in ("bid_size", "ask_size"))
         text = (f"top-of-book quote ticks (bid/ask) from {name}: {plural(stats.rows, 'row')}, "
-                f"{plural(len(batch), 'tick')}; price = mid rounded down to the tick, size "
-                + ("min(bid size, ask size)" if len(qs) == 2 else "from the file" if size is not None
-                   else "0 (not in the file)"))
+                f"{plural(n_ticks, 'tick')}; price = mid rounded down to the tick, size "
+                + ("min(bid size, ask size)" if nq == 2 else "from the file"
+                   if nq or "size" in raw.data else "0 (not in the file)"))
     else:
-        t = pick(ts)
-        if cfg.bar_seconds > 0:
-            period = cfg.bar_seconds * 1_000_000_000
-        else:  # from every parsed bar time, so skipped bars do not widen the steps
-            steps = np.diff(ts[~ts_bad])
-            steps = steps[steps > 0]
-            if steps.size == 0:
-                raise FeedError(f"{name}: cannot infer the bar period from {keep.size} bar(s); "
-                                "set feed.bar_seconds")
-            period = int(np.median(steps))
-        bar_seconds = period / 1e9
-        t_open = t - period if cfg.bar_ts == "close" else t
-        vol = pick(lots["volume"]) if "volume" in lots else None
-        bts, bpx, bsz = bars_to_ticks(t_open, *(pick(ticks[r]) for r in price_roles), vol, period)
-        batch = TickBatch.from_trades(instrument_id, bts, bpx, bsz)
-        fields = "OHLCV" if vol is not None else "OHLC"
-        text = (f"{_period_text(bar_seconds)} {fields} bars from {name} (stamped by {cfg.bar_ts} time): "
-                f"{plural(stats.rows, 'row')}, replayed as 4 ticks per bar (open, low/high by direction, "
-                f"close) = {plural(len(batch), 'tick')}; "
-                + ("volume split in equal lots, remainder on the close" if vol is not None
+        assert bar_seconds is not None
+        vol = "volume" in raw.data
+        text = (f"{_period_text(bar_seconds)} {'OHLCV' if vol else 'OHLC'} bars from {name} "
+                f"(stamped by {cfg.bar_ts} time): {plural(stats.rows, 'row')}, replayed as 4 ticks "
+                f"per bar (open, low/high by direction, close) = {plural(n_ticks, 'tick')}; "
+                + ("volume split in equal lots, remainder on the close" if vol
                    else "no volume: size 0 per tick"))
     if raw.guessed:
         text += ("; column names not known, columns chosen by their values: "
@@ -380,9 +267,77 @@ def open_file_feed(path: str | Path, cfg: FeedConfig, instrument_id: str,
     if stats.out_of_order:
         verb = "reordered" if cfg.out_of_order == "sort" else "dropped"
         text += f"; {plural(stats.out_of_order, 'out-of-order row')} {verb}"
+    return text[0].upper() + text[1:]
+
+
+def open_file_feed(path: str | Path, cfg: FeedConfig, instrument_id: str,
+                   tick_size: Decimal | None = None, lot_size: Decimal | None = None, *,
+                   block_bytes: int | None = None, sink: Any = None) -> FileFeed:
+    """Open a data file. Trades and quotes are read in blocks of `block_bytes` and never held
+    whole (feeds/blocks.py); 0 reads the whole file at once, None (the default) streams files
+    over STREAM_ABOVE bytes in blocks of BLOCK_BYTES and reads smaller ones whole (fastest, and
+    small). Bars and "sort" of an unsorted file are read whole. `sink` (the catalog writer)
+    receives the parsed blocks of a streamed read."""
+    p = Path(path)
+    if not p.is_file():
+        raise FeedError(f"feed file not found: {p}")
+    if block_bytes is None:
+        block_bytes = BLOCK_BYTES if p.stat().st_size > STREAM_ABOVE else 0
+    if block_bytes > 0:
+        from himari.daemon.feeds.blocks import open_streaming
+
+        feed = open_streaming(p, cfg, instrument_id, tick_size, lot_size, block_bytes, sink)
+        if feed is not None:
+            return feed
+    return _open_whole(p, cfg, instrument_id, tick_size, lot_size)
+
+
+def _open_whole(p: Path, cfg: FeedConfig, instrument_id: str, tick_size: Decimal | None,
+                lot_size: Decimal | None) -> FileFeed:
+    raw = read_table(p, cfg)
+    stats = FeedStats()
+    b = convert(raw, cfg, tick_size, lot_size, stats)
+    ts, ticks, lots, tick, lot, side = b.ts, b.ticks, b.lots, b.tick, b.lot, b.side
+    name = p.name
+    good = b.good
+    if good.size == 0:
+        raise FeedError(nothing_usable(name, raw, stats))
+    keep, _ = order_rows(raw, ts, good, cfg, raw.kind == "bars", stats)
+    n_rows = len(ts)
+    whole = keep.size == n_rows and (n_rows < 2 or bool(np.all(keep[1:] > keep[:-1])))
+
+    def pick(a: np.ndarray) -> np.ndarray:  # every row kept in order (the usual case): no copy
+        return a if whole else a[keep]
+
+    if side is not None and b.side_unknown is not None:
+        unknown_kept = pick(b.side_unknown)
+        stats.side_unknown = int(unknown_kept.sum())
+        if stats.side_unknown:
+            unknown_codes(raw, keep[unknown_kept], stats.side_codes_unknown)
+    bar_seconds = None
+    if raw.kind != "bars":
+        batch = tick_batch(raw.kind, instrument_id, pick(ts), {r: pick(v) for r, v in ticks.items()},
+                           {r: pick(v) for r, v in lots.items()},
+                           pick(side) if side is not None else None)
+    else:
+        t = pick(ts)
+        if cfg.bar_seconds > 0:
+            period = cfg.bar_seconds * 1_000_000_000
+        else:  # from every parsed bar time, so skipped bars do not widen the steps
+            steps = np.diff(ts[~b.ts_bad])
+            steps = steps[steps > 0]
+            if steps.size == 0:
+                raise FeedError(f"{name}: cannot infer the bar period from {keep.size} bar(s); "
+                                "set feed.bar_seconds")
+            period = int(np.median(steps))
+        bar_seconds = period / 1e9
+        t_open = t - period if cfg.bar_ts == "close" else t
+        vol = pick(lots["volume"]) if "volume" in lots else None
+        bts, bpx, bsz = bars_to_ticks(t_open, *(pick(ticks[r]) for r in b.price_roles), vol, period)
+        batch = TickBatch.from_trades(instrument_id, bts, bpx, bsz)
     stats.ticks = len(batch)
+    text = describe_text(raw, cfg, stats, len(batch), tick, lot, bar_seconds)
     instrument = Instrument(id=instrument_id, tick_size=tick, lot_size=lot, currency=cfg.currency)
-    return FileFeed(path=str(p), instrument=instrument, kind=raw.kind, describe=text[0].upper() + text[1:],
+    return FileFeed(path=str(p), instrument=instrument, kind=raw.kind, describe=text,
                     ticks=batch, stats=stats, batch_size=cfg.batch_size, bar_seconds=bar_seconds,
                     roles=dict(raw.roles))
-

@@ -15,11 +15,17 @@ array over the bytes), splits them with pyarrow.compute and keeps every field as
 wrong field count are recorded with their line numbers and the text is converted per value later.
 Quoted fields that contain the delimiter or a newline are not supported on the slow path.
 Parquet rows are numbered from 1 in place of line numbers.
+
+Blocks (`csv_blocks`, `parquet_blocks`): the same reads, one block at a time (pyarrow's streaming
+CSV reader, Parquet record batches), so a file never has to fit in memory; `NeedWhole` where a
+CSV needs the slow path (which reads the whole file).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,7 +88,7 @@ def norm(name: str) -> str:
 
 
 def read_table(path: Path, cfg: FeedConfig) -> RawTable:
-    if path.suffix.lower() in (".parquet", ".pq", ".parq"):
+    if is_parquet(path):
         return _read_parquet(path, cfg)
     return _read_csv(path, cfg)
 
@@ -253,7 +259,20 @@ def _sniff(path: Path, cfg: FeedConfig) -> tuple[str, list[list[str]], int]:
     return delim, [ln.split(delim) for ln in lines], leading
 
 
-def _read_csv(path: Path, cfg: FeedConfig) -> RawTable:
+@dataclass
+class CsvPlan:
+    """How to read a CSV (sniffed once): what `_read_csv` and `csv_blocks` both use."""
+
+    raw: RawTable  # the empty table: kind, columns, header, roles
+    used: dict[str, int]
+    delim: str
+    skip: int
+    names: list[str]
+    types: dict[str, pa.DataType]
+    ts_col: str
+
+
+def plan_csv(path: Path, cfg: FeedConfig) -> CsvPlan:
     delim, rows, leading = _sniff(path, cfg)
     first = [f.strip().strip('"').strip() for f in rows[0]]
     header = (cfg.header == "yes" or
@@ -280,24 +299,23 @@ def _read_csv(path: Path, cfg: FeedConfig) -> RawTable:
     raw = RawTable(path=str(path), source="csv", kind=kind, columns=columns, header=header,
                    roles={r: columns[j] for r, j in used.items()}, data={}, lines=np.zeros(0, np.int64))
     raw.guessed = guessed
-    while True:
-        try:
-            table = pacsv.read_csv(
-                path,
-                read_options=pacsv.ReadOptions(column_names=names, skip_rows=skip,
-                                               block_size=1 << 22),
-                parse_options=pacsv.ParseOptions(delimiter=delim, ignore_empty_lines=False),
-                convert_options=pacsv.ConvertOptions(
-                    include_columns=sorted(types), column_types=types, null_values=[""],
-                    strings_can_be_null=True, quoted_strings_can_be_null=True))
-            break
-        except pa.ArrowInvalid:
-            if types[ts_col] == pa.int64():  # a corrupt time somewhere: text, judged per row
-                types[ts_col] = pa.string()
-                continue
-            return _read_csv_lines(path, raw, used, delim, skip, len(names))
-    cols = {r: table.column(names[j]).combine_chunks() for r, j in used.items()}
-    lines = np.arange(1, table.num_rows + 1, dtype=np.int64) + skip
+    return CsvPlan(raw, used, delim, skip, names, types, ts_col)
+
+
+def _csv_options(plan: CsvPlan, block_bytes: int) -> dict[str, object]:
+    return dict(
+        read_options=pacsv.ReadOptions(column_names=plan.names, skip_rows=plan.skip,
+                                       block_size=block_bytes),
+        parse_options=pacsv.ParseOptions(delimiter=plan.delim, ignore_empty_lines=False),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=sorted(plan.types), column_types=plan.types, null_values=[""],
+            strings_can_be_null=True, quoted_strings_can_be_null=True))
+
+
+def _csv_part(plan: CsvPlan, table: pa.Table | pa.RecordBatch, first_line: int) -> RawTable:
+    """Rows of one read (the whole file or a block) as a RawTable; row i is line first_line + i."""
+    cols = {r: _whole_column(table, plan.names[j]) for r, j in plan.used.items()}
+    lines = np.arange(first_line, first_line + table.num_rows, dtype=np.int64)
     blank = np.ones(table.num_rows, dtype=bool)
     for arr in cols.values():
         blank &= arr.is_null().to_numpy(zero_copy_only=False)
@@ -305,8 +323,57 @@ def _read_csv(path: Path, cfg: FeedConfig) -> RawTable:
         keep = pa.array(~blank)
         cols = {r: a.filter(keep) for r, a in cols.items()}
         lines = lines[~blank]
+    raw = dataclasses.replace(plan.raw)
     raw.data, raw.lines, raw.blank = cols, lines, int(blank.sum())
     return raw
+
+
+def _whole_column(table: pa.Table | pa.RecordBatch, name: str) -> pa.Array:
+    col = table.column(name)
+    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+
+
+def _read_csv(path: Path, cfg: FeedConfig) -> RawTable:
+    plan = plan_csv(path, cfg)
+    while True:
+        try:
+            table = pacsv.read_csv(path, **_csv_options(plan, 1 << 22))  # type: ignore[arg-type]
+            break
+        except pa.ArrowInvalid:
+            if plan.types[plan.ts_col] == pa.int64():  # a corrupt time somewhere: text, per row
+                plan.types[plan.ts_col] = pa.string()
+                continue
+            return _read_csv_lines(path, plan.raw, plan.used, plan.delim, plan.skip, len(plan.names))
+    return _csv_part(plan, table, plan.skip + 1)
+
+
+class NeedWhole(Exception):
+    """The block reader cannot read this file (a corrupt row needs the whole-file slow path)."""
+
+
+def csv_blocks(path: Path, cfg: FeedConfig, block_bytes: int,
+               plan: CsvPlan | None = None, mode: int = 0) -> Iterator[RawTable]:
+    """The CSV in blocks of about `block_bytes`, each a RawTable with its own line numbers, read
+    as `_read_csv` reads the whole file: mode 0 with the planned types (pyarrow's streaming
+    reader), 1 with the time as text, 2 as lines (the slow path). NeedWhole where the mode does
+    not hold for the file (the caller starts again with the next mode)."""
+    plan = dataclasses.replace(plan or plan_csv(path, cfg))
+    plan.types = dict(plan.types)
+    if mode == 2:
+        yield from csv_line_blocks(path, plan, block_bytes)
+        return
+    if mode == 1:
+        if plan.types[plan.ts_col] != pa.int64():
+            raise NeedWhole("the time column is text already")
+        plan.types[plan.ts_col] = pa.string()
+    line = plan.skip + 1
+    try:
+        reader = pacsv.open_csv(path, **_csv_options(plan, block_bytes))  # type: ignore[arg-type]
+        for batch in reader:
+            yield _csv_part(plan, batch, line)
+            line += batch.num_rows
+    except pa.ArrowInvalid as exc:
+        raise NeedWhole(str(exc)) from exc
 
 
 def _integer_times(rows: list[list[str]], j: int, cfg: FeedConfig) -> bool:
@@ -316,12 +383,11 @@ def _integer_times(rows: list[list[str]], j: int, cfg: FeedConfig) -> bool:
     return bool(values) and all(_INT.match(v) for v in values)
 
 
-def _line_array(path: Path) -> pa.Array:
-    data = path.read_bytes()
+def _line_array(data: bytes) -> pa.Array:
     buf = np.frombuffer(data, dtype=np.uint8)
     nl = np.flatnonzero(buf == 10)
     offsets = np.concatenate(([0], nl + 1, [len(data)])).astype(np.int64)
-    if offsets[-2] == len(data):  # the file ends with a newline
+    if offsets[-2] == len(data):  # the text ends with a newline
         offsets = offsets[:-1]
     lines = pa.LargeStringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data))
     try:
@@ -341,11 +407,43 @@ def _line_array_from(data: bytes) -> pa.Array:
 
 def _read_csv_lines(path: Path, raw: RawTable, used: dict[str, int], delim: str, skip: int,
                     ncols: int) -> RawTable:
-    lines = _line_array(path)
+    return _lines_part(_line_array(path.read_bytes()), skip, skip + 1, True, raw, used, delim,
+                       ncols)
+
+
+def csv_line_blocks(path: Path, plan: CsvPlan, block_bytes: int) -> Iterator[RawTable]:
+    """The slow path by blocks of whole lines (about `block_bytes` each)."""
+    number, skip, first = plan.skip + 1, plan.skip, True
+    with open(path, "rb") as fh:
+        rest = b""
+        while True:
+            chunk = fh.read(block_bytes)
+            data = rest + chunk
+            if chunk:
+                cut = data.rfind(b"\n") + 1
+                if cut == 0:  # no line end yet: read on
+                    rest = data
+                    continue
+                data, rest = data[:cut], data[cut:]
+            elif not data:
+                return
+            lines = _line_array(data)
+            part = _lines_part(lines, skip, number, first, dataclasses.replace(plan.raw),
+                               plan.used, plan.delim, len(plan.names))
+            number += len(lines) - skip
+            skip, first = 0, False
+            yield part
+            if not chunk:
+                return
+
+
+def _lines_part(lines: pa.Array, skip: int, number: int, first: bool, raw: RawTable,
+                used: dict[str, int], delim: str, ncols: int) -> RawTable:
+    """Lines (after `skip` leading ones; the first kept is line `number`) split into fields."""
     if skip:
         lines = lines.slice(skip)
-    numbers = np.arange(1, len(lines) + 1, dtype=np.int64) + skip
-    if len(lines) and skip == 0:  # a BOM on line 1
+    numbers = np.arange(number, number + len(lines), dtype=np.int64)
+    if len(lines) and skip == 0 and first:  # a BOM on line 1
         lines = pa.concat_arrays([pc.utf8_ltrim(lines.slice(0, 1), characters="\ufeff"), lines.slice(1)])
     blank = pc.equal(pc.utf8_trim_whitespace(lines), "").to_numpy(zero_copy_only=False)
     nfields = pc.add(pc.count_substring(lines, delim), 1).to_numpy(zero_copy_only=False)
@@ -369,7 +467,7 @@ def _read_csv_lines(path: Path, raw: RawTable, used: dict[str, int], delim: str,
 # ---- Parquet
 
 
-def _read_parquet(path: Path, cfg: FeedConfig) -> RawTable:
+def plan_parquet(path: Path, cfg: FeedConfig) -> tuple[pq.ParquetFile, RawTable, dict[str, int]]:
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as exc:
@@ -378,13 +476,56 @@ def _read_parquet(path: Path, cfg: FeedConfig) -> RawTable:
     kind, roles, _ = _by_name(columns, cfg, path)
     _check_required(kind, roles, columns, path)
     used = _used(kind, roles)
-    table = pf.read(columns=sorted({columns[j] for j in used.values()}))
+    raw = RawTable(path=str(path), source="parquet", kind=kind, columns=columns, header=True,
+                   roles={r: columns[j] for r, j in used.items()}, data={},
+                   lines=np.zeros(0, np.int64))
+    return pf, raw, used
+
+
+def _parquet_part(raw: RawTable, used: dict[str, int], table: pa.Table | pa.RecordBatch,
+                  first_row: int) -> RawTable:
     data = {}
     for role, j in used.items():
-        arr = table.column(columns[j]).combine_chunks()
+        arr = _whole_column(table, raw.columns[j])
         if pa.types.is_dictionary(arr.type):
             arr = arr.cast(arr.type.value_type)
         data[role] = arr
-    return RawTable(path=str(path), source="parquet", kind=kind, columns=columns, header=True,
-                    roles={r: columns[j] for r, j in used.items()}, data=data,
-                    lines=np.arange(1, table.num_rows + 1, dtype=np.int64))
+    part = dataclasses.replace(raw)
+    part.data = data
+    part.lines = np.arange(first_row, first_row + table.num_rows, dtype=np.int64)
+    return part
+
+
+def _read_parquet(path: Path, cfg: FeedConfig) -> RawTable:
+    pf, raw, used = plan_parquet(path, cfg)
+    table = pf.read(columns=sorted({raw.columns[j] for j in used.values()}))
+    return _parquet_part(raw, used, table, 1)
+
+
+def parquet_blocks(path: Path, cfg: FeedConfig, block_rows: int) -> Iterator[RawTable]:
+    """The Parquet file in record batches of at most `block_rows` rows (row groups are read one
+    at a time), rows numbered from 1 as in `_read_parquet`."""
+    pf, raw, used = plan_parquet(path, cfg)
+    pf = open_parquet_stream(path)
+    row = 1
+    for batch in pf.iter_batches(batch_size=block_rows,
+                                 columns=sorted({raw.columns[j] for j in used.values()})):
+        yield _parquet_part(raw, used, batch, row)
+        row += batch.num_rows
+
+
+def open_parquet_stream(path: Path) -> pq.ParquetFile:
+    """A Parquet file for reading batch by batch: no pre-buffering (it would read every row
+    group at once) and buffered page reads, so memory holds about a batch, not the file."""
+    return pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+
+
+def table_kind(path: Path, cfg: FeedConfig) -> str:
+    """trades, quotes or bars, from the header (or sampled values) alone."""
+    if is_parquet(path):
+        return plan_parquet(path, cfg)[1].kind
+    return plan_csv(path, cfg).raw.kind
+
+
+def is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in (".parquet", ".pq", ".parq")

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -22,10 +23,11 @@ class EquityCurve:
     with the first instrument's mark in ticks (-1 before it has one: the tearsheet's price and
     buy-and-hold lines)."""
 
-    ts_ns: list[int] = field(default_factory=list)
-    equity: list[float] = field(default_factory=list)
-    position: list[int] = field(default_factory=list)
-    price: list[int] = field(default_factory=list)
+    # typed arrays, not lists: 8 bytes a sample (a list holds ~40), for million-bar replays
+    ts_ns: array = field(default_factory=lambda: array("q"))
+    equity: array = field(default_factory=lambda: array("d"))
+    position: array = field(default_factory=lambda: array("q"))
+    price: array = field(default_factory=lambda: array("q"))
 
     def append(self, ts_ns: int, equity: float, position: int, price: int = -1) -> None:
         self.ts_ns.append(ts_ns)
@@ -34,11 +36,11 @@ class EquityCurve:
         self.price.append(price)
 
     def prices(self) -> np.ndarray:
-        return np.asarray(self.price, dtype=np.int64)
+        return np.array(self.price, dtype=np.int64)  # copies: the arrays may grow on
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return (np.asarray(self.ts_ns, dtype=np.int64), np.asarray(self.equity, dtype=np.float64),
-                np.asarray(self.position, dtype=np.int64))
+        return (np.array(self.ts_ns, dtype=np.int64), np.array(self.equity, dtype=np.float64),
+                np.array(self.position, dtype=np.int64))
 
 
 def max_drawdown(equity: np.ndarray) -> tuple[float, float]:
