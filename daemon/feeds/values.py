@@ -131,7 +131,8 @@ def _grid_pass(values: np.ndarray, factor: float, divide: bool, ints: np.ndarray
             continue
         r = np.rint(s)
         ints[i] = np.int64(r)
-        ok = abs(s - r) <= 1e-6 + 1e-12 * abs(s)
+        # within a millionth of a step (plus float error); a non-zero value never rounds to 0
+        ok = abs(s - r) <= 1e-6 + 1e-12 * abs(s) and (r != 0.0 or v == 0.0)
         on_grid[i] = ok
         off += not ok
     return off

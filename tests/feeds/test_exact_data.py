@@ -335,3 +335,11 @@ def test_an_instruments_files_share_the_finest_common_grid(tmp_path):
     prices = np.concatenate([x.price for x in src.batches()])
     assert prices[:4].tolist() == [400, 402, 404, 406] and prices[20:24].tolist() == [400, 401, 402, 403]
     assert "the grid common to the instrument's files" in src.describe()[0]["description"]
+
+
+def test_a_tiny_price_never_rounds_to_zero():
+    # found by the property test above: 1e-6 lies within a millionth of a step of 0 on a grid of 1
+    tick, exact = infer_tick(np.array([1e-6, 1e-6]))
+    assert exact and tick == Decimal("0.000001")
+    ints, on = to_grid(np.array([1e-6]), Decimal(1))
+    assert not on.all()  # off the grid of 1, never silently 0
