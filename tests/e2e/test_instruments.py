@@ -56,7 +56,8 @@ def test_two_instruments_replay_with_one_strategy_each(capsys, tmp_path):
     out = tmp_path / "o"
     # the EMA cross, pinned: it trades on 5,000 ticks (the default ensemble needs a week)
     code = main(["replay", f"AAA={a}", f"BBB={b}", "--out", str(out), "--quiet", *QUIET,
-                 "--set", 'strategy.name="ema_cross"', "--set", "strategy.params.bar_spec=20t", "--set", "strategy.params.slow=8",
+                 "--set", 'strategy.name="ema_cross"', "--set", "strategy.params.bar_spec=20t",
+                 "--set", "strategy.params.slow=8",
                  "--set", "strategy.params.fast=3", "--set", "instrument.currency=USD"])
     err = capsys.readouterr().err
     assert code == 0, err
