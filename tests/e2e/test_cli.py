@@ -52,6 +52,8 @@ def test_shipped_configs_are_valid(capsys, monkeypatch, name):
      "bar spec"),
     # the default strategy (the ensemble) names the EMA's keys it does not take
     ("[strategy.params]\nbar_spec = \"20t\"\n", "strategy.params.bar_spec", "unknown key"),
+    # the ensemble without its matrices would never decide: refused, not a silent idle run
+    ("[matrices]\nenabled = false\n", "matrices.enabled", "'ensemble'"),
     ("[venue.params]\nlatency_ms = -3\n", "venue.params.latency_ms", "[0.0"),
     ("[strategy]\nname = \"moonshot\"\n", "strategy.name", "ema_cross"),
     ("[matrices.tactical]\nmomentum_n = 0\n", "matrices.tactical.momentum_n", ""),
