@@ -58,8 +58,10 @@ def timed(fn, repeat: int) -> float:
 
 def replay_tps(exe: str, args: list[str], cwd: Path, env: dict[str, str]) -> float:
     with tempfile.TemporaryDirectory() as out:
+        # the EMA cross, pinned: the same strategy in both executables, whatever their default
         subprocess.run([exe, "replay", *args, "--out", out, "--quiet",
-                        "--set", "log.level=warning", "--set", "replay.progress=false"],
+                        "--set", "log.level=warning", "--set", "replay.progress=false",
+                        "--set", 'strategy.name="ema_cross"'],
                        check=True, cwd=cwd, env=env)
         return float(json.loads((Path(out) / "report.json").read_text())["ticks_per_second"])
 

@@ -22,7 +22,8 @@ import msgspec
 
 from himari.daemon.app import run_replay
 from himari.daemon.bars import NO_EVENT, BarBuilder, BarSpec
-from himari.daemon.config import HimariConfig, MatricesConfig, ReplayConfig, ReportConfig
+from himari.daemon.config import (HimariConfig, MatricesConfig, ReplayConfig, ReportConfig,
+                                  StrategySection)
 from himari.daemon.feeds.config import FeedConfig, SyntheticConfig
 from himari.daemon.ids import IdSource
 from himari.daemon.logs import configure_logging
@@ -36,6 +37,9 @@ def config(n_ticks: int, matrices: bool) -> HimariConfig:
         matrices=MatricesConfig(enabled=matrices),
         replay=ReplayConfig(progress=False),
         report=ReportConfig(decision_log=True),
+        # pinned: the baselines below are 250-tick bars, the EMA cross's (the default is now the
+        # ensemble, measured by bench/bench_ensemble.py)
+        strategy=StrategySection(name="ema_cross", params={"bar_spec": "250t"}),
     )
 
 

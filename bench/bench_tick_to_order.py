@@ -26,7 +26,8 @@ from himari.daemon.logs import configure_logging
 
 
 def measure(n_ticks: int, fsync: bool) -> np.ndarray:
-    cfg = load_config(None, [f"feed.synthetic.n_ticks={n_ticks}", "strategy.params.bar_spec=\"20t\"",
+    cfg = load_config(None, [f"feed.synthetic.n_ticks={n_ticks}", 'strategy.name="ema_cross"',
+                             "strategy.params.bar_spec=\"20t\"",
                              "strategy.params.fast=2", "strategy.params.slow=4",
                              "matrices.enabled=false", "replay.progress=false",
                              f"report.journal_fsync={'true' if fsync else 'false'}",

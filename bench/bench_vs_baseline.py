@@ -25,7 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BASELINE = "2cde01e"  # main before issue 12 (the walking skeleton, checked hard)
 
-REFERENCE = ["--set", "strategy.params.fast=10", "--set", "strategy.params.slow=20",
+# The EMA cross, pinned: the baseline's default (the default is now the ensemble).
+REFERENCE = ["--set", 'strategy.name="ema_cross"',
+             "--set", "strategy.params.fast=10", "--set", "strategy.params.slow=20",
              "--set", "strategy.params.quantity=\"0.1\"", "--set", "feed.synthetic.lot_size=\"0.1\"",
              "--set", "strategy.params.bar_spec=\"250t\"", "--set", "replay.progress=false",
              "--set", "log.level=\"warning\""]

@@ -37,7 +37,7 @@ def _parser(sandbox: bool = False, train: bool = False,
                    help="0 = as fast as possible; N = N times the recorded speed")
     r.add_argument("--quiet", action="store_true", help="no summary on stdout")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key, e.g. --set strategy.params.bar_spec=20t")
+                   help="override one config key, e.g. --set risk.max_position=3")
 
     d = sub.add_parser("run", help="run the daemon on a config file")
     d.add_argument("--config", required=True, help="TOML config file")

@@ -67,7 +67,15 @@ def strategy_config(cfg: Any) -> Any:
     from himari.daemon.config import decode_section
 
     mod = strategy_module(cfg)
-    return decode_section(cfg.strategy.params, mod.CONFIG, "strategy.params")
+    decoded = decode_section(cfg.strategy.params, mod.CONFIG, "strategy.params")
+    # A strategy that decides on the matrix stage's events would otherwise run silently idle.
+    if getattr(mod, "NEEDS_MATRICES", False) and not cfg.matrices.enabled:
+        from himari.daemon.configbase import ConfigError
+
+        raise ConfigError("matrices.enabled", False,
+                          f"true with strategy.name = {cfg.strategy.name!r} (it decides on the "
+                          "feature matrices)")
+    return decoded
 
 
 def venue_config(cfg: Any) -> Any:

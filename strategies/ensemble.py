@@ -49,6 +49,7 @@ from himari.strategies.base import Strategy
 
 log = structlog.get_logger("himari.strategy.ensemble")
 BAR_SPEC = "5m"  # the tactical matrix's bars (daemon/matrices/stage.py)
+NEEDS_MATRICES = True  # decides on FeatureMatrix events: matrices.enabled = false refuses to start
 
 
 class EnsembleConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

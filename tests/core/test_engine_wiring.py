@@ -10,12 +10,16 @@ from himari.daemon.events import (Bar, ExecutionDiscrepancy, OrderIntent, OrderS
                                   PositionUpdate)
 
 
+# Pinned: the handler names below are the EMA cross's (the default strategy is the ensemble).
+EMA = 'strategy.name="ema_cross"'
+
+
 def handlers(session, event_type) -> list[str]:
     return [s.name for s in session.bus._subs[event_type]]
 
 
 def test_what_a_bar_triggers_runs_in_the_declared_order(tmp_path: Path):
-    session = build_session(load_config(None, ["matrices.enabled=true"]), [], tmp_path)
+    session = build_session(load_config(None, [EMA, "matrices.enabled=true"]), [], tmp_path)
     assert handlers(session, Bar) == ["portfolio", "matrices", "ema_cross.bar"]
     assert handlers(session, OrderIntent) == ["risk_gate"]
     assert handlers(session, OrderSubmitted) == ["risk_gate.working", "ema_cross.submitted"]
@@ -26,7 +30,7 @@ def test_what_a_bar_triggers_runs_in_the_declared_order(tmp_path: Path):
 def test_no_entries_while_the_brokers_clock_says_closed_exits_still_pass(tmp_path: Path):
     from himari.daemon.events import OrderIntent, RiskVerdict
 
-    session = build_session(load_config(None, ["matrices.enabled=false"]), [], tmp_path)
+    session = build_session(load_config(None, [EMA, "matrices.enabled=false"]), [], tmp_path)
     session.core.on_tick("SYN", 10_000, 1_000)
     seen: list[RiskVerdict] = []
     session.bus.subscribe(RiskVerdict, seen.append, name="test", order=99)

@@ -16,7 +16,9 @@ from himari.daemon.feeds.synthetic import SyntheticFeed
 
 
 def replay(tmp_path: Path, name: str, *overrides: str) -> tuple[dict, list[dict[str, str]]]:
-    cfg = load_config(None, ["feed.synthetic.n_ticks=30000", "strategy.params.fast=3",
+    # The EMA cross, pinned: it trades within 30,000 ticks (the default ensemble needs a week).
+    cfg = load_config(None, ["feed.synthetic.n_ticks=30000", 'strategy.name="ema_cross"',
+                             "strategy.params.fast=3",
                              "strategy.params.slow=8", "replay.progress=false",
                              "log.level=\"warning\"", *overrides])
     out = tmp_path / name

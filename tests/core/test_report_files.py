@@ -53,7 +53,8 @@ def test_a_new_replay_never_leaves_an_old_decision_log_beside_its_report(capsys,
                                                                           tmp_path: Path) -> None:
     out = tmp_path / "o"
     base = ["replay", "--out", str(out), "--quiet", "--set", "feed.synthetic.n_ticks=20000",
-            "--set", "strategy.params.bar_spec=\"20t\"", "--set", "log.level=\"warning\""]
+            "--set", 'strategy.name="ema_cross"', "--set", "strategy.params.bar_spec=\"20t\"",
+            "--set", "log.level=\"warning\""]
     assert main(base) == 0
     assert (out / "decisions.jsonl").exists()
     assert main([*base, "--set", "report.decision_log=false"]) == 0

@@ -20,11 +20,14 @@ def make_config(tmp_path: Path):
 
 @pytest.fixture
 def small_synthetic(tmp_path: Path) -> Path:
-    """A quick synthetic replay: 120,000 ticks, EMA cross on 100-tick bars."""
+    """A quick synthetic replay: 120,000 ticks, EMA cross on 100-tick bars (pinned: the default
+    strategy, the ensemble, needs a week of data before it decides)."""
     return write_config(tmp_path, """
 [feed.synthetic]
 n_ticks = 120000
 seed = 11
+[strategy]
+name = "ema_cross"
 [strategy.params]
 fast = 5
 slow = 20

@@ -16,6 +16,9 @@ REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / ".." / "shared" / "data"
 
 QUIET = ["--set", "log.level=warning", "--set", "replay.progress=false"]
+# Replays that must trade on a short file pin the EMA cross (the default ensemble needs a week).
+EMA = ["--set", 'strategy.name="ema_cross"']
+EMA_TOML = '[strategy]\nname = "ema_cross"\n'
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
@@ -43,8 +46,14 @@ def test_shipped_configs_are_valid(capsys, monkeypatch, name):
     ("[risk]\nmax_order_quantitty = 3\n", "risk.max_order_quantitty", "unknown key"),
     ("[risk]\nmax_orders_per_minute = \"many\"\n", "risk.max_orders_per_minute", "Expected `int`"),
     ("[risk]\nmax_drawdown_pct = -1.0\n", "risk.max_drawdown_pct", "(0.0, 100.0]"),
-    ("[strategy.params]\nfast = 30\nslow = 10\n", "strategy.params.fast", "smaller than slow"),
-    ("[strategy.params]\nbar_spec = \"5 parsecs\"\n", "strategy.params.bar_spec", "bar spec"),
+    (EMA_TOML + "[strategy.params]\nfast = 30\nslow = 10\n", "strategy.params.fast",
+     "smaller than slow"),
+    (EMA_TOML + "[strategy.params]\nbar_spec = \"5 parsecs\"\n", "strategy.params.bar_spec",
+     "bar spec"),
+    # the default strategy (the ensemble) names the EMA's keys it does not take
+    ("[strategy.params]\nbar_spec = \"20t\"\n", "strategy.params.bar_spec", "unknown key"),
+    # the ensemble without its matrices would never decide: refused, not a silent idle run
+    ("[matrices]\nenabled = false\n", "matrices.enabled", "'ensemble'"),
     ("[venue.params]\nlatency_ms = -3\n", "venue.params.latency_ms", "[0.0"),
     ("[strategy]\nname = \"moonshot\"\n", "strategy.name", "ema_cross"),
     ("[matrices.tactical]\nmomentum_n = 0\n", "matrices.tactical.momentum_n", ""),
@@ -113,7 +122,7 @@ def test_corrupt_row_and_nan_price_are_counted_with_line_numbers(capsys, tmp_pat
     rows[29] = "1700000029000,100.25"  # line 31: a missing field
     data = write_trades(tmp_path / "t.csv", rows)
     out = tmp_path / "o"
-    code, _, err = run(capsys, "replay", str(data), "--out", str(out), "--quiet", *QUIET,
+    code, _, err = run(capsys, "replay", str(data), "--out", str(out), "--quiet", *QUIET, *EMA,
                        "--set", "strategy.params.bar_spec=10t")
     assert code == 0, err
     rep = json.loads((out / "report.json").read_text())
@@ -144,7 +153,7 @@ def test_every_recorded_file_replays_with_recomputable_fills(capsys, tmp_path, n
     # Small bars so even the 1,000-tick file gets past the slow EMA's warm-up.
     # USD/JPY is quoted in yen: the USD account needs a stated rate (USD per JPY).
     fx = ["--set", "account.fx_rates.JPY=\"0.0125\""] if name.startswith("usdjpy") else []
-    code, _, err = run(capsys, "replay", str(path), "--out", str(out), "--quiet", *QUIET,
+    code, _, err = run(capsys, "replay", str(path), "--out", str(out), "--quiet", *QUIET, *EMA,
                        "--set", "strategy.params.bar_spec=20t",
                        "--set", "account.starting_cash=\"10000000\"",
                        "--set", "risk.max_notional=\"100000000\"", *fx)

@@ -62,6 +62,8 @@ def test_run_notifies_ready_and_stops_gracefully_on_sigterm(tmp_path: Path):
     cfg.write_text(f"""
 [feed.synthetic]
 n_ticks = 2000000
+[strategy]
+name = "ema_cross"
 [strategy.params]
 bar_spec = "20t"
 fast = 3

@@ -54,8 +54,10 @@ def test_two_instruments_replay_with_one_strategy_each(capsys, tmp_path):
     a = trades(tmp_path / "a.csv", 3000, 1_700_000_000_000, 1000, 100.0)
     b = trades(tmp_path / "b.csv", 2000, 1_700_000_000_500, 1500, 50.0)
     out = tmp_path / "o"
+    # the EMA cross, pinned: it trades on 5,000 ticks (the default ensemble needs a week)
     code = main(["replay", f"AAA={a}", f"BBB={b}", "--out", str(out), "--quiet", *QUIET,
-                 "--set", "strategy.params.bar_spec=20t", "--set", "strategy.params.slow=8",
+                 "--set", 'strategy.name="ema_cross"', "--set", "strategy.params.bar_spec=20t",
+                 "--set", "strategy.params.slow=8",
                  "--set", "strategy.params.fast=3", "--set", "instrument.currency=USD"])
     err = capsys.readouterr().err
     assert code == 0, err

@@ -115,7 +115,8 @@ def run_session(tmp: Path, plan: Plan) -> Session:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "himari.daemon.cli", "paper", "--broker-url", sb.url,
                  "--duration", str(DURATION_S), "--state-dir", str(state), "--out", str(out),
-                 "--set", "live.speed=40", "--set", 'strategy.params.bar_spec="20t"',
+                 "--set", "live.speed=40", "--set", 'strategy.name="ema_cross"',
+                 "--set", 'strategy.params.bar_spec="20t"',
                  "--set", "strategy.params.fast=3", "--set", "strategy.params.slow=6",
                  "--set", f"strategy.params.quantity={QTY}", "--set", 'log.level="info"'],
                 env=env, stdout=log, stderr=subprocess.STDOUT, text=True, cwd=str(tmp))

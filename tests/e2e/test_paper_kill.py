@@ -47,7 +47,8 @@ READY_S = 60.0  # bounded waits: a start-up on a loaded 2-core box stays far bel
 def start_daemon(url: str, state: Path, out: Path, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
         [*HIMARI, "paper", "--broker-url", url, "--state-dir", str(state), "--out", str(out),
-         "--quiet", "--set", 'strategy.params.bar_spec="5t"', "--set", "strategy.params.fast=2",
+         "--quiet", "--set", 'strategy.name="ema_cross"', "--set", 'strategy.params.bar_spec="5t"',
+         "--set", "strategy.params.fast=2",
          "--set", "strategy.params.slow=4", "--set", 'log.level="info"',
          "--set", 'log.format="json"'],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -19,7 +19,8 @@ def test_a_bounded_paper_session_against_the_sandbox_reconciles(tmp_path: Path):
     done = subprocess.run(
         [sys.executable, "-m", "himari.daemon.cli", "paper", "--duration", "8", "--out", str(out),
          "--state-dir", str(tmp_path / "state"), "--set", "live.speed=40",
-         "--set", 'strategy.params.bar_spec="20t"', "--set", "strategy.params.fast=3",
+         "--set", 'strategy.name="ema_cross"', "--set", 'strategy.params.bar_spec="20t"',
+         "--set", "strategy.params.fast=3",
          "--set", "strategy.params.slow=6", "--set", 'log.level="info"'],
         env=env, capture_output=True, text=True, timeout=180, cwd=str(tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]

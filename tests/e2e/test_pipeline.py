@@ -65,6 +65,8 @@ def test_risk_refusal_leaves_state_consistent(tmp_path, make_config):
     cfg = make_config("""
 [feed.synthetic]
 n_ticks = 60000
+[strategy]
+name = "ema_cross"
 [strategy.params]
 fast = 5
 slow = 20

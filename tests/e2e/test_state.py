@@ -30,9 +30,12 @@ def _restore_logging():
 HIMARI = [sys.executable, "-m", "himari.daemon.cli"]
 
 # Paced at 2000x recorded speed: orders flow at once, and the 2M ticks would last half an hour.
+# The EMA cross, pinned: it trades at once (the default ensemble needs a week of data).
 PACED = """
 [feed.synthetic]
 n_ticks = 2000000
+[strategy]
+name = "ema_cross"
 [strategy.params]
 bar_spec = "20t"
 fast = 3
@@ -165,8 +168,9 @@ def test_state_dir_from_config_and_problems_a_restart_cannot_fix_exit_2(capsys,
                                                                            tmp_path: Path) -> None:
     from himari.daemon.cli import main
 
-    quick = ("[feed.synthetic]\nn_ticks = 20000\n[strategy.params]\nbar_spec = \"20t\"\nfast = 3\n"
-             "slow = 5\n[replay]\nprogress = false\n[log]\nlevel = \"warning\"\n")
+    quick = ("[feed.synthetic]\nn_ticks = 20000\n[strategy]\nname = \"ema_cross\"\n"
+             "[strategy.params]\nbar_spec = \"20t\"\nfast = 3\nslow = 5\n"
+             "[replay]\nprogress = false\n[log]\nlevel = \"warning\"\n")
     blocker = tmp_path / "blocker"
     blocker.write_text("x")
     cfg = tmp_path / "c.toml"
@@ -201,8 +205,9 @@ def test_a_torn_tail_is_reported_by_journal_and_moved_aside_on_restart(capsys,
     from himari.daemon.cli import main
 
     cfg = tmp_path / "c.toml"
-    cfg.write_text("[feed.synthetic]\nn_ticks = 20000\n[strategy.params]\nbar_spec = \"20t\"\n"
-                   "fast = 3\nslow = 5\n[replay]\nprogress = false\n[log]\nlevel = \"warning\"\n")
+    cfg.write_text("[feed.synthetic]\nn_ticks = 20000\n[strategy]\nname = \"ema_cross\"\n"
+                   "[strategy.params]\nbar_spec = \"20t\"\nfast = 3\nslow = 5\n"
+                   "[replay]\nprogress = false\n[log]\nlevel = \"warning\"\n")
     st = tmp_path / "st"
     args = ["run", "--config", str(cfg), "--state-dir", str(st), "--out", str(tmp_path / "o")]
     assert main(args) == 0

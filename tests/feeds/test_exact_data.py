@@ -25,6 +25,8 @@ from himari.daemon.sources import open_source
 
 CFG = FeedConfig(kind="file")
 QUIET = ["--set", "log.level=warning", "--set", "replay.progress=false"]
+# Replays that must trade on a short file pin the EMA cross (the default ensemble needs a week).
+EMA = ["--set", 'strategy.name="ema_cross"']
 T0 = 1_704_067_200_123_456_789  # 2024-01-01T00:00:00.123456789Z: 19 digits, not a float64
 
 
@@ -132,7 +134,7 @@ def test_prices_finer_than_the_configured_tick_are_counted_in_the_report(capsys,
     rows[60] = f"{T0 + 60 * 1_000_000_000},100.30,1"
     p = write(tmp_path / "t.csv", "ts_ns,price,size\n" + "\n".join(rows) + "\n")
     out = tmp_path / "o"
-    code, _, err = cli(capsys, "replay", str(p), "--out", str(out), "--quiet", *QUIET,
+    code, _, err = cli(capsys, "replay", str(p), "--out", str(out), "--quiet", *QUIET, *EMA,
                        "--set", 'instrument.tick_size="0.25"', "--set", "strategy.params.bar_spec=10t")
     assert code == 0, err
     rep = json.loads((out / "report.json").read_text())
@@ -251,7 +253,7 @@ def test_a_never_seen_csv_gets_its_sides_from_one_mapping(capsys, tmp_path):
     assert ticks(feed)["side"].tolist() == [(1, -1, 0)[i % 3] for i in range(300)]
     out = tmp_path / "o"
     code, _, err = cli(capsys, "replay", str(data), "--config", str(cfg), "--out", str(out),
-                       "--quiet", *QUIET, "--set", "strategy.params.bar_spec=10t")
+                       "--quiet", *QUIET, *EMA, "--set", "strategy.params.bar_spec=10t")
     assert code == 0, err
     rep = json.loads((out / "report.json").read_text())
     assert rep["ticks"] == 300 and rep["malformed_rows"] == 0
@@ -271,7 +273,7 @@ def test_fills_carry_the_streams_exact_nanoseconds(capsys, tmp_path):
         fh.writelines(f"{t},{p / 100:.2f},{s},{'B' if d > 0 else 'S'}\n"
                       for t, p, s, d in zip(arr.ts_ns.tolist(), arr.price.tolist(),
                                             arr.size.tolist(), arr.side.tolist()))
-    common = ["--quiet", *QUIET, "--set", "strategy.params.bar_spec=100t",
+    common = ["--quiet", *QUIET, *EMA, "--set", "strategy.params.bar_spec=100t",
               "--set", 'instrument.tick_size="0.01"', "--set", 'instrument.lot_size="1"',
               "--set", "feed.synthetic.n_ticks=40000", "--set", "feed.synthetic.seed=3"]
     code, _, err = cli(capsys, "replay", str(data), "--out", str(tmp_path / "csv"), *common)

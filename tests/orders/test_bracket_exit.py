@@ -16,6 +16,8 @@ def test_bracketed_replay_never_holds_more_than_the_strategy_quantity(tmp_path: 
 [feed.synthetic]
 n_ticks = 200000
 seed = 11
+[strategy]
+name = "ema_cross"  # it trades and reverses often; the default ensemble needs a week of data
 [strategy.params]
 quantity = "1"
 [risk]

@@ -47,8 +47,10 @@ def test_replay_writes_the_tearsheet_and_an_honest_sharpe(tmp_path: Path) -> Non
     out = tmp_path / "o"
     out.mkdir()
     (out / "equity.html").write_text("an earlier version's chart")
+    # The EMA cross, pinned: it trades within 30,000 ticks (the default ensemble needs a week).
     args = ["replay", "--out", str(out), "--quiet", "--set", "feed.synthetic.n_ticks=30000",
-            "--set", "strategy.params.bar_spec=\"20t\"", "--set", "log.level=\"warning\"",
+            "--set", 'strategy.name="ema_cross"', "--set", "strategy.params.bar_spec=\"20t\"",
+            "--set", "log.level=\"warning\"",
             "--set", "replay.progress=false"]
     assert main(args) == 0
     report = json.loads((out / "report.json").read_text())

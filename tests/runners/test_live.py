@@ -141,7 +141,9 @@ def test_live_runner_timer_publishes_a_quiet_bar_and_flushes_the_strategic_row(t
     from himari.daemon.replay import ReplayLoop
     from himari.daemon.runners.live import STRATEGIC_FLUSH_NS, LiveRunner
 
-    cfg = load_config(None, ['strategy.params.bar_spec="1m"', "matrices.enabled=true",
+    # The EMA cross on 1-minute bars, pinned: the timer must close the strategy's own quiet bar.
+    cfg = load_config(None, ['strategy.name="ema_cross"', 'strategy.params.bar_spec="1m"',
+                             "matrices.enabled=true",
                              "report.decision_log=false", "report.journal=false"])
     wall = FakeWall(t0=0)
     clock = LiveClock(wall_ns=wall)

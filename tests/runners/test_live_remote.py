@@ -78,6 +78,7 @@ def test_live_runner_drives_a_remote_venue_and_its_data_client(tmp_path: Path, m
         "daemon.mode=\"paper\"", "feed.kind=\"broker\"", "instrument.id=\"ABC\"",
         "instrument.tick_size=\"0.01\"", "instrument.lot_size=\"1\"",
         "venue.name=\"himari_test_remote_venue\"", "matrices.enabled=false",
+        "strategy.name=\"ema_cross\"",  # it trades on 400 ticks; the default ensemble would not
         "strategy.params.bar_spec=\"10t\"", "strategy.params.fast=2", "strategy.params.slow=3",
         "log.level=\"warning\""])
     rep = asyncio.run(run_live(cfg, tmp_path / "out"))
