@@ -190,9 +190,16 @@ def ensemble_gain(rows: list[dict[str, Any]], agents: list[str], key: str) -> di
     """The ensemble's Sharpe against its best member's on one held-out set."""
     ens = next((r for r in rows if r["name"] == "ensemble"), None)
     members = [r for r in rows if r["name"] in agents and r[key] is not None]
-    if ens is None or ens[key] is None or not members:
+    best = max(members, key=lambda r: r[key]) if members else None
+    if ens is not None and ens.get("trades") == 0 and best is not None:
+        # No trade: the ensemble's return is 0 with no variance, so it has no Sharpe to compare;
+        # against a member that earned a positive Sharpe the claim plainly does not hold.
+        return {"key": key, "ensemble": None, "best_member": best["name"],
+                "best_member_sharpe": best[key], "relative_gain": None,
+                "holds": False if best[key] > 0 else None,
+                "reason": "the ensemble held every bar (no trade, no Sharpe)"}
+    if ens is None or ens[key] is None or best is None:
         return {"key": key, "holds": None, "reason": "no Sharpe for the ensemble or its members"}
-    best = max(members, key=lambda r: r[key])
     gain = ((ens[key] - best[key]) / abs(best[key])) if best[key] != 0 else None
     return {"key": key, "ensemble": ens[key], "best_member": best["name"],
             "best_member_sharpe": best[key],
@@ -249,7 +256,12 @@ def write_markdown(path: Path, rows: list[dict[str, Any]], gains: list[dict[str,
         for g in gains:
             if g.get("dataset") != ds.name:
                 continue
-            if g["holds"] is None:
+            if g.get("reason") and g.get("best_member"):
+                verdict = {False: "does not hold", True: "holds", None: "cannot be judged"}
+                lines.append(f"- Ensemble vs best member ({g['key']}): {g['reason']}; best "
+                             f"member {g['best_member']} {g['best_member_sharpe']}: the claimed "
+                             f"+8% {verdict[g['holds']]} here.")
+            elif g["holds"] is None:
                 lines.append(f"- Ensemble vs best member ({g['key']}): not measurable "
                              f"({g.get('reason', 'a Sharpe of 0')}).")
             else:

@@ -89,3 +89,12 @@ def test_evaluate_writes_every_row_on_held_out_data(tmp_path: Path) -> None:
     md = (out / "walkforward.md").read_text()
     assert "| ensemble |" in md and "claimed +8%" in md or "not measurable" in md
     assert (out / "walkforward.html").stat().st_size > 100_000  # plotly inlined: works offline
+
+
+def test_an_ensemble_that_never_traded_does_not_meet_the_claim() -> None:
+    rows = [{"name": "ensemble", "sharpe_5m": None, "trades": 0},
+            {"name": "cql", "sharpe_5m": 2.0, "trades": 7}]
+    g = ev.ensemble_gain(rows, ["cql"], "sharpe_5m")
+    assert g["holds"] is False and g["best_member"] == "cql"
+    rows[1]["sharpe_5m"] = -1.0  # every member lost: holding is no worse, the claim cannot be judged
+    assert ev.ensemble_gain(rows, ["cql"], "sharpe_5m")["holds"] is None
