@@ -88,6 +88,9 @@ class OrderManager(BracketsMixin, ReconcileMixin):
         self.connected = True
         self._by_client: dict[str, Order] = {}
         self._exec_ids: set[str] = set()  # venue execution ids booked (a duplicate is ignored)
+        # booked from a status report (REST) before the stream's own message for it arrived:
+        # that one stream copy is the expected race, not a venue duplicate
+        self._exec_by_report: set[str] = set()
         self._brackets: dict[str, Bracket] = {}  # entry order id -> bracket
         self._live_brackets: dict[str, dict[str, Bracket]] = {}  # instrument -> not yet over
         self._fills_since_ns = 0  # reconciliation asks the venue for fills from here on
@@ -206,6 +209,12 @@ class OrderManager(BracketsMixin, ReconcileMixin):
                 side: int = 0) -> None:
         """One execution, identified by the venue's `exec_id` (booked once). `instrument_id` and
         `side` are needed only to book a fill for an order this manager does not know."""
+        if exec_id and exec_id in self._exec_by_report:
+            self._exec_by_report.discard(exec_id)  # a further copy is a duplicate again
+            self.counters["fills_reported_before_streamed"] += 1
+            log.info("fill_reported_before_streamed", exec_id=exec_id,
+                     client_order_id=client_order_id)
+            return
         if exec_id and exec_id in self._exec_ids:
             self.counters["duplicate_fills"] += 1
             log.warning("duplicate_fill", exec_id=exec_id, client_order_id=client_order_id)

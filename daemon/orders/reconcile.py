@@ -56,12 +56,15 @@ class ReconcileMixin:
 
     def apply_fill_report(self: OrderManager, report: FillReport) -> bool:
         """Book one fill from a status query unless its exec id is already booked (a report
-        racing the stream is expected to repeat fills: that is not a discrepancy)."""
+        racing the stream is expected to repeat fills: that is not a discrepancy, and neither is
+        the stream's own message for a fill this report booked first)."""
         if report.exec_id in self._exec_ids:
             return False
         self.on_fill(report.client_order_id, report.exec_id, report.quantity, report.price,
                      report.fee, report.liquidity, report.ts_ns,
                      instrument_id=report.instrument_id, side=report.side)
+        if report.exec_id:
+            self._exec_by_report.add(report.exec_id)
         return True
 
     def apply_status_report(self: OrderManager, report: OrderStatusReport | None, ts_ns: int, *,

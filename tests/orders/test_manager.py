@@ -816,3 +816,21 @@ def test_a_reconciled_position_is_rebuilt_from_the_journal(tmp_path: Path) -> No
     state = load_state(tmp_path, {"ES": ES})
     assert state.positions.quantity("ES") == -1
     assert state.positions.realized_pnl("ES") == rig.om.positions.realized_pnl("ES")
+
+
+def test_the_streams_copy_of_a_fill_a_report_booked_first_is_no_discrepancy() -> None:
+    # REST recovery racing the live stream (found by tests/e2e/test_paper_kill.py): the reconcile
+    # books the fill, then the stream's own message for it arrives. Booked once, and quiet; a
+    # further copy is a venue duplicate again.
+    rig, _ = reporting_rig()
+    order = rig.submit(quantity=2)
+    rig.om.on_accepted(order.client_order_id, "V-1", 1_100)
+    rig.om.apply_status_report(report(order, "partially_filled", 1), 2_000,
+                               fills=[fill_report(order, "E-1", 1)])
+    rig.om.on_fill(order.client_order_id, "E-1", 1, 10000, D(0), "taker", 2_100)  # the stream
+    assert rig.om.position("ES") == 1 and order.filled == 1
+    assert discrepancies(rig) == []
+    assert rig.om.counters["fills_reported_before_streamed"] == 1
+    rig.om.on_fill(order.client_order_id, "E-1", 1, 10000, D(0), "taker", 2_200)  # once more
+    assert rig.om.position("ES") == 1
+    assert [d.kind for d in discrepancies(rig)] == ["duplicate_fill"]
