@@ -22,14 +22,28 @@ bars for the strategy's instrument. A strategy reads shared state only from the 
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from himari.daemon.bus import Bus
 from himari.daemon.cache import Cache
 from himari.daemon.clock import Clock
+from himari.daemon.configbase import ConfigError
 from himari.daemon.events import (Decision, OrderCancelled, OrderExpired, OrderFilled, OrderIntent,
                                   OrderRejected, OrderSubmitted, PositionUpdate, RiskVerdict)
 from himari.daemon.ids import IdSource
+from himari.daemon.instruments import Instrument, InstrumentError
+
+
+def quantity_lots(instrument: Instrument, quantity: Decimal) -> int:
+    """`strategy.params.quantity` (instrument units) as whole lots, or ConfigError (exit 2)."""
+    try:
+        lots = instrument.qty_to_lots(quantity)
+    except InstrumentError as exc:
+        raise ConfigError("strategy.params.quantity", str(quantity), str(exc)) from None
+    if lots <= 0:
+        raise ConfigError("strategy.params.quantity", str(quantity), "at least one lot")
+    return lots
 
 
 class Strategy:

@@ -18,8 +18,8 @@ from himari.daemon.clock import Clock
 from himari.daemon.configbase import ConfigError
 from himari.daemon.events import Bar
 from himari.daemon.ids import IdSource
-from himari.daemon.instruments import Instrument, InstrumentError
-from himari.strategies.base import Strategy
+from himari.daemon.instruments import Instrument
+from himari.strategies.base import Strategy, quantity_lots
 
 
 class BuyHoldConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -69,10 +69,5 @@ CONFIG = BuyHoldConfig
 
 def build(cfg: BuyHoldConfig, *, instrument: Instrument, bus: Bus, clock: Clock,
           ids: IdSource, cache: Cache | None = None, strategy_id: str = "buy_hold") -> BuyHold:
-    try:
-        lots = instrument.qty_to_lots(cfg.quantity)
-    except InstrumentError as exc:
-        raise ConfigError("strategy.params.quantity", str(cfg.quantity), str(exc)) from None
-    if lots <= 0:
-        raise ConfigError("strategy.params.quantity", str(cfg.quantity), "at least one lot")
+    lots = quantity_lots(instrument, cfg.quantity)
     return BuyHold(cfg, instrument.id, lots, bus, clock, ids, cache, strategy_id)

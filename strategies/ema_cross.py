@@ -20,8 +20,8 @@ from himari.daemon.clock import Clock
 from himari.daemon.configbase import ConfigError, check_range
 from himari.daemon.events import Bar
 from himari.daemon.ids import IdSource
-from himari.daemon.instruments import Instrument, InstrumentError
-from himari.strategies.base import Strategy
+from himari.daemon.instruments import Instrument
+from himari.strategies.base import Strategy, quantity_lots
 
 
 class EmaCrossConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -98,10 +98,5 @@ CONFIG = EmaCrossConfig
 
 def build(cfg: EmaCrossConfig, *, instrument: Instrument, bus: Bus, clock: Clock,
           ids: IdSource, cache: Cache | None = None, strategy_id: str = "ema_cross") -> EmaCross:
-    try:
-        lots = instrument.qty_to_lots(cfg.quantity)
-    except InstrumentError as exc:
-        raise ConfigError("strategy.params.quantity", str(cfg.quantity), str(exc)) from None
-    if lots <= 0:
-        raise ConfigError("strategy.params.quantity", str(cfg.quantity), "at least one lot")
+    lots = quantity_lots(instrument, cfg.quantity)
     return EmaCross(cfg, instrument.id, lots, bus, clock, ids, cache, strategy_id)

@@ -40,12 +40,12 @@ from himari.daemon.clock import Clock, ReplayClock
 from himari.daemon.configbase import ConfigError, check_range
 from himari.daemon.events import Bar, Decision, FeatureMatrix, SynergyDetected
 from himari.daemon.ids import IdSource
-from himari.daemon.instruments import Instrument, InstrumentError
+from himari.daemon.instruments import Instrument
 from himari.decision.engine import STRATEGIC, TACTICAL, DecisionEngine, EngineConfig
 from himari.decision.guard import DEFAULT_BUDGET_US
 from himari.decision.layout import BUY, SELL
 from himari.decision.registry import AGENTS, ALL_VOTERS, RegistryError, checkpoint_dir, load_all
-from himari.strategies.base import Strategy
+from himari.strategies.base import Strategy, quantity_lots
 
 log = structlog.get_logger("himari.strategy.ensemble")
 BAR_SPEC = "5m"  # the tactical matrix's bars (daemon/matrices/stage.py)
@@ -265,12 +265,7 @@ CONFIG = EnsembleConfig
 def build(cfg: EnsembleConfig, *, instrument: Instrument, bus: Bus, clock: Clock,
           ids: IdSource, cache: Cache | None = None,
           strategy_id: str = "ensemble") -> EnsembleStrategy:
-    try:
-        lots = instrument.qty_to_lots(cfg.quantity)
-    except InstrumentError as exc:
-        raise ConfigError("strategy.params.quantity", str(cfg.quantity), str(exc)) from None
-    if lots <= 0:
-        raise ConfigError("strategy.params.quantity", str(cfg.quantity), "at least one lot")
+    lots = quantity_lots(instrument, cfg.quantity)
     directory = checkpoint_dir(cfg.checkpoint_dir)
     # The strategic team is loaded even when it does not vote: it sets the regime (spec 4.0).
     extra = [STRATEGIC] if STRATEGIC not in cfg.agents else []
