@@ -132,22 +132,32 @@ class DecisionEngine:
 
         tac = np.zeros((TACTICAL_ROWS, TACTICAL_COLS), np.float32)
         strat = np.tile(STRATEGIC_NEUTRAL, (STRATEGIC_ROWS, 1)).astype(np.float32)
-        x = fill_vector(new_vector(), 0, tac, strat, 2, 2.0, 0, 0.0, 0, 1.0)
-        inp = AgentInput(ts_ns=0, instrument_id=self.instrument_id, x=x, tactical=tac,
-                         strategic=strat, regime=2, target_sharpe=2.0, position=0)
-        for agent in self.agents.values():
-            try:
-                agent.act(inp)
-                agent.observe(inp, HOLD, 0.0)
-            except Exception:  # noqa: BLE001 - counted when it happens in a real decision
-                pass
-        for call in (lambda: self.tactical_team.probs(tac) if self.tactical_team else None,
-                     lambda: self.strategic_team.probs(*strategic_inputs(strat, None, 0), 1.0)
-                     if self.strategic_team else None):
-            try:
-                call()
-            except Exception:  # noqa: BLE001
-                pass
+        # The matrix stage publishes read-only arrays, another Numba type than writable ones:
+        # compile both, and the guard's scan and the vote, so nothing compiles on a live bar.
+        ro_tac, ro_strat = tac.copy(), strat.copy()
+        ro_tac.flags.writeable = False
+        ro_strat.flags.writeable = False
+        for t, m in ((tac, strat), (ro_tac, ro_strat)):
+            check_matrix(t, TACTICAL_ROWS, TACTICAL_COLS, TACTICAL)
+            check_matrix(m, STRATEGIC_ROWS, STRATEGIC_COLS, STRATEGIC)
+            x = fill_vector(new_vector(), 0, t, m, 2, 2.0, 0, 0.0, 0, 1.0)
+            inp = AgentInput(ts_ns=0, instrument_id=self.instrument_id, x=x, tactical=t,
+                             strategic=m, regime=2, target_sharpe=2.0, position=0)
+            for agent in self.agents.values():
+                try:
+                    agent.act(inp)
+                    agent.observe(inp, HOLD, 0.0)
+                except Exception:  # noqa: BLE001 - counted when it happens in a real decision
+                    pass
+            for call in (lambda: self.tactical_team.probs(t) if self.tactical_team else None,
+                         lambda: self.strategic_team.probs(*strategic_inputs(m, None, 0), 1.0)
+                         if self.strategic_team else None):
+                try:
+                    call()
+                except Exception:  # noqa: BLE001
+                    pass
+        n = len(self.names)
+        self.voting.combine_arrays(np.full((n, 3), 1.0 / 3.0), np.ones(n))
         self.reset()
 
     # ---- 30-minute side: strategic matrix, synergy events

@@ -271,11 +271,14 @@ def test_run_time_x_equals_features_feature_vector(seed, regime, pos, upnl, bars
     assert np.array_equal(mine, ref)
 
 
-def test_warm_up_calls_every_agent_once_then_resets():
+def test_warm_up_calls_every_agent_once_per_array_kind_then_resets():
     a = FixedAgent("a")
     tac_team, strat_team = FakeTacticalTeam(), FakeStrategicTeam()
     e = engine([a], tactical_team=tac_team, strategic_team=strat_team)
     e.warm_up()
-    assert a.calls == 1 and tac_team.calls == 1 and strat_team.calls == 1
+    # writable arrays, then read-only ones as the matrix stage publishes them (another Numba
+    # type: without it the first live bar compiled kernels)
+    assert a.calls == 2 and tac_team.calls == 2 and strat_team.calls == 2
+    assert [i.tactical.flags.writeable for i in a.inputs] == [True, False]
     assert a.resets == 2  # at construction and after the warm-up
     assert e.counters["decisions"] == 0 and e.stats()["guards"]["a"]["calls"] == 0
