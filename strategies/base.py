@@ -25,6 +25,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from himari.daemon.bars import BarSpec, BarSpecError
 from himari.daemon.bus import Bus
 from himari.daemon.cache import Cache
 from himari.daemon.clock import Clock
@@ -33,6 +34,16 @@ from himari.daemon.events import (Decision, OrderCancelled, OrderExpired, OrderF
                                   OrderRejected, OrderSubmitted, PositionUpdate, RiskVerdict)
 from himari.daemon.ids import IdSource
 from himari.daemon.instruments import Instrument, InstrumentError
+
+
+def check_quantity_and_bar_spec(quantity: Decimal, bar_spec: str) -> None:
+    """The checks every strategy's `quantity` / `bar_spec` params share (ConfigError, exit 2)."""
+    if not quantity.is_finite() or quantity <= 0:
+        raise ConfigError("strategy.params.quantity", str(quantity), "a positive number")
+    try:
+        BarSpec.parse(bar_spec)
+    except BarSpecError as exc:
+        raise ConfigError("strategy.params.bar_spec", bar_spec, str(exc)) from None
 
 
 def quantity_lots(instrument: Instrument, quantity: Decimal) -> int:

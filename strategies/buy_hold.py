@@ -11,15 +11,13 @@ from decimal import Decimal
 
 import msgspec
 
-from himari.daemon.bars import BarSpec, BarSpecError
 from himari.daemon.bus import Bus
 from himari.daemon.cache import Cache
 from himari.daemon.clock import Clock
-from himari.daemon.configbase import ConfigError
 from himari.daemon.events import Bar
 from himari.daemon.ids import IdSource
 from himari.daemon.instruments import Instrument
-from himari.strategies.base import Strategy, quantity_lots
+from himari.strategies.base import Strategy, check_quantity_and_bar_spec, quantity_lots
 
 
 class BuyHoldConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -27,12 +25,7 @@ class BuyHoldConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     bar_spec: str = "5m"
 
     def __post_init__(self) -> None:
-        if not self.quantity.is_finite() or self.quantity <= 0:
-            raise ConfigError("strategy.params.quantity", str(self.quantity), "a positive number")
-        try:
-            BarSpec.parse(self.bar_spec)
-        except BarSpecError as exc:
-            raise ConfigError("strategy.params.bar_spec", self.bar_spec, str(exc)) from None
+        check_quantity_and_bar_spec(self.quantity, self.bar_spec)
 
 
 class BuyHold(Strategy):
